@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -74,6 +75,9 @@ def check_gradients(
     atol: float | None = None,
     fprop_kwargs: Mapping[str, object] | None = None,
     name: str = "",
+    mode: Literal["full", "fast"] = "full",
+    max_entries: int | None = None,
+    seed: int = 0,
 ) -> GradientReport:
     """Compare ``bprop(fprop(x, y, params))`` with numerical gradients of the loss.
 
@@ -89,6 +93,14 @@ def check_gradients(
         rtol, atol: override the dtype's default tolerances.
         fprop_kwargs: extra keyword arguments for fprop (the ``mlp`` configuration).
         name: what is checked, for messages.
+        mode: ``"full"`` differentiates every entry (2 fprop calls each); ``"fast"``
+            compares random directional derivatives, a few calls per parameter whatever
+            its size, then checks failing parameters entry by entry (see
+            :func:`gradcheck.fast.fast_check` for its detection guarantee).
+        max_entries: full mode: check a seeded sample of this many entries of every
+            parameter larger than that (biases too), and say so in the report; fast mode:
+            how many entries of a failing parameter to check one by one.
+        seed: seeds the sample of entries and the fast mode's directions.
 
     Returns:
         A :class:`GradientReport`; ``report.ok`` tells whether all gradients agree.
@@ -101,6 +113,13 @@ def check_gradients(
         True
     """
     _check_params(params)
+    if mode == "fast":
+        from .fast import fast_check  # local: fast builds on this module
+
+        return fast_check(fprop, bprop, x, y, params, eps=eps, rtol=rtol, atol=atol, seed=seed,
+                          max_entries=max_entries, fprop_kwargs=fprop_kwargs, name=name)
+    if mode != "full":
+        raise InvalidArgument(f"mode={mode!r} is not 'full' or 'fast'")
     kwargs = dict(fprop_kwargs or {})
     dtype = np.result_type(*params.values()) if params else np.dtype(np.float64)
     defaults = tolerance_for(dtype, warn=True)
@@ -127,13 +146,19 @@ def check_gradients(
     warnings = _mutations(params, work, "fprop or bprop")
 
     fresh = _copy(params)
+    entries = _sample(params, max_entries, seed)
     try:
-        numerical, brackets = _numerical(calls, fresh, loss, tolerance, method)
+        numerical, brackets = _numerical(calls, fresh, loss, tolerance, method, entries)
     except _StudentError as error:
         return GradientReport((), problems=(f"while differentiating numerically: {error}",),
                               loss=loss, tolerance=tolerance, evaluations=calls.count, **settings)  # type: ignore[arg-type]
     noisy = _noise_tolerance(tolerance, loss, cache)
     reports, problems = compare_gradients(analytic, numerical, noisy, brackets=brackets)
+    if entries:
+        from .fast import restrict_to_entries, sampling_notes
+
+        reports = restrict_to_entries(reports, analytic, numerical, entries, noisy, brackets)
+        warnings = (*warnings, *sampling_notes(entries, params))
     from .diagnosis import annotate  # local: diagnosis depends on comparison, not the reverse
 
     reports = annotate(reports, analytic, numerical)
@@ -217,12 +242,21 @@ class _Counter:
         return loss_of(self.fprop(params))
 
 
+def _sample(params: Mapping[str, np.ndarray], max_entries: int | None, seed: int) -> dict[str, np.ndarray]:
+    if max_entries is None:
+        return {}
+    from .fast import sample_entries
+
+    return sample_entries(params, max_entries, seed)
+
+
 def _numerical(
-    calls: _Counter, params: dict[str, np.ndarray], loss: float, tolerance: Tolerance, method: Method
+    calls: _Counter, params: dict[str, np.ndarray], loss: float, tolerance: Tolerance, method: Method,
+    entries: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Bracket]]:
     if method != "central":
-        return numerical_gradient(calls.loss, params, tolerance.eps, method=method), {}
-    samples = central_differences(calls.loss, params, tolerance.eps)
+        return numerical_gradient(calls.loss, params, tolerance.eps, method=method, entries=entries or None), {}
+    samples = central_differences(calls.loss, params, tolerance.eps, entries or None)
     brackets = {
         key: _bracket(calls, params, key, samples.loss_plus[key], samples.loss_minus[key],
                       loss, tolerance.eps)

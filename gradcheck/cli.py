@@ -1,10 +1,209 @@
-"""Command line behind grader.py (the grader lands with its own issue)."""
+"""The command line behind ``grader.py``: grade a folder, or merge shards.
+
+``python grader.py SUBMIT_DIR [options]`` grades; ``python grader.py merge OUT_1 OUT_2 ...
+--out OUT`` combines the outputs of ``--shard K/N`` runs. Exit status: 0 when grading
+completed (whatever the scores), 1 with ``--fail-under`` when a student's percentage is
+below it, 2 on a usage error, with one line saying why.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
+
+import click
+
+from . import networks
+from .results import RunInfo, StudentResult
+
+__all__ = ["main", "cli"]
 
 
-def main() -> int:
-    print("grader.py: the grader is coming (issue 3); use gradcheck.check_gradients meanwhile", file=sys.stderr)
-    return 2
+class _GraderGroup(click.Group):
+    """``grader.py SUBMIT_DIR`` means ``grader.py grade SUBMIT_DIR``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["grade", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_GraderGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gradcheck")
+def cli() -> None:
+    """Grade hand-written fprop/bprop/update submissions (modules or notebooks)."""
+
+
+def _shard(_: click.Context, __: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not K/N, e.g. 2/8") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(f"{value!r}: K must be between 1 and N")
+    return k, n
+
+
+@cli.command()
+@click.argument("submit_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("grading-results"), show_default=True, help="Folder for the outputs.")
+@click.option("--assignment", "assignments", multiple=True, type=click.Choice(networks.NAMES),
+              help="Grade only these assignments (repeatable). Default: all found in the folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel jobs. Default: number of cores.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds each call of student code may take.")
+@click.option("--memory", "memory_mb", type=click.IntRange(min=64), default=1024, show_default=True,
+              help="Memory limit of a student process, in MB.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hidden examples.")
+@click.option("--fail-under", type=click.FloatRange(0, 100), default=None,
+              help="Exit 1 when a student's total percentage is below this.")
+@click.option("--kernel", is_flag=True, help="Run notebooks in a real Jupyter kernel (nbclient).")
+@click.option("--resume", is_flag=True, help="Reuse finished results of an interrupted run.")
+@click.option("--shard", callback=_shard, default=None, metavar="K/N",
+              help="Grade only the K-th of N slices of the students.")
+@click.option("--user", default=None, help="When run as root: run student code as this user.")
+def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers: int | None,
+          timeout: float, memory_mb: int, seed: int, fail_under: float | None, kernel: bool,
+          resume: bool, shard: tuple[int, int] | None, user: str | None) -> None:
+    """Grade SUBMIT_DIR: one student's files, or one folder per student."""
+    from .grading import RunOptions, clear_cache, grade_folder, run_info
+    from .reports import write_outputs
+    from .scoring import GradingOptions
+    from .submissions import discover
+
+    chosen = assignments or _assignments_in(submit_dir)
+    if not discover(submit_dir, chosen):
+        raise click.UsageError(f"{submit_dir} holds no submissions: expected files such as "
+                               f"two_hidden.py or two_hidden.ipynb, or one folder per student")
+    options = RunOptions(
+        assignments=chosen,
+        grading=GradingOptions(seed=seed, timeout=timeout, memory_mb=memory_mb, kernel=kernel, user=user),
+        workers=workers or os.cpu_count() or 1,
+        out_dir=out_dir,
+        resume=resume,
+        shard=shard,
+    )
+    if not resume:
+        clear_cache(out_dir)
+    students = _grade_with_progress(submit_dir, options, grade_folder)
+    write_outputs(out_dir, run_info(options), students)
+    _print_table(students, chosen, out_dir)
+    _exit_for(students, fail_under)
+
+
+@cli.command()
+@click.argument("outputs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the merged grades.csv, junit.xml and per-student outputs.")
+def merge(outputs: tuple[Path, ...], out_dir: Path) -> None:
+    """Combine the outputs of --shard runs into one grades.csv and junit.xml."""
+    from .reports import write_outputs
+
+    runs = [_read_run(folder) for folder in outputs]
+    first = runs[0][0]
+    for folder, (info, _) in zip(outputs, runs):
+        if (info.grader_version, info.seed, info.assignments, info.rubric) != (
+                first.grader_version, first.seed, first.assignments, first.rubric):
+            raise click.UsageError(
+                f"{folder} was graded with grader {info.grader_version}, seed {info.seed}, "
+                f"assignments {', '.join(info.assignments)}; {outputs[0]} with grader "
+                f"{first.grader_version}, seed {first.seed}, assignments "
+                f"{', '.join(first.assignments)}: only slices of the same run can be merged")
+    students: dict[str, StudentResult] = {}
+    for folder, (_, results) in zip(outputs, runs):
+        for student in results:
+            if student.student in students:
+                raise click.UsageError(f"student {student.student!r} appears in two slices "
+                                       f"(again in {folder}): were the slices graded with --shard?")
+            students[student.student] = student
+    merged = RunInfo(first.grader_version, first.seed, first.assignments, first.rubric, shard="")
+    ordered = [students[key] for key in sorted(students)]
+    write_outputs(out_dir, merged, ordered)
+    click.echo(f"merged {len(outputs)} slices, {len(ordered)} students, into {out_dir}")
+
+
+def _read_run(folder: Path) -> tuple[RunInfo, list[StudentResult]]:
+    path = folder / "run.json"
+    try:
+        data = json.loads(path.read_text())
+        return RunInfo.from_dict(data["run"]), [StudentResult.from_dict(s) for s in data["students"]]
+    except FileNotFoundError:
+        raise click.UsageError(f"{folder} has no run.json: is it the --out folder of a grading run?") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise click.UsageError(f"{path} is not a valid grading run: {error}") from None
+
+
+def _assignments_in(submit_dir: Path) -> tuple[str, ...]:
+    # Grade the assignments that anyone submitted, so a class doing two_hidden only is not
+    # told about five missing assignments; --assignment chooses explicitly.
+    found = {p.stem for p in submit_dir.rglob("*") if p.suffix in (".py", ".ipynb")}
+    chosen = tuple(name for name in networks.NAMES if name in found)
+    return chosen or networks.NAMES
+
+
+def _grade_with_progress(submit_dir: Path, options: object, grade_folder: object) -> list[StudentResult]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, transient=False, console=_console()) as bar:
+        task = bar.add_task("", total=None)
+        return grade_folder(  # type: ignore[operator]
+            submit_dir, options,
+            on_total=lambda total: bar.update(task, total=total),
+            progress=lambda label: bar.update(task, advance=1, description=label),
+        )
+
+
+def _print_table(students: list[StudentResult], assignments: tuple[str, ...], out_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="Scores")
+    table.add_column("student")
+    for name in assignments:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("%", justify="right")
+    for student in students:
+        cells = []
+        for name in assignments:
+            result = student.assignment(name)
+            cells.append(f"{result.score:g}/{result.max_score:g}" if result else "-")
+        table.add_row(student.student, *cells, f"{student.score:g}/{student.max_score:g}",
+                      f"{student.percentage:.0f}")
+    console = _console()
+    console.print(table)
+    console.print(f"outputs: {out_dir}/grades.csv, {out_dir}/junit.xml, "
+                  f"{out_dir}/<student>/results.json and feedback.md")
+
+
+def _exit_for(students: list[StudentResult], fail_under: float | None) -> None:
+    if fail_under is None:
+        return
+    below = [s for s in students if s.percentage < fail_under]
+    if below:
+        names = ", ".join(f"{s.student} ({s.percentage:.0f}%)" for s in below[:10])
+        click.echo(f"below --fail-under {fail_under:g}%: {names}", err=True)
+        sys.exit(1)
+
+
+def _console() -> object:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status instead of raising SystemExit."""
+    try:
+        cli.main(args=argv, prog_name="grader.py", standalone_mode=True)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    return 0

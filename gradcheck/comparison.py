@@ -249,6 +249,9 @@ def _mismatch_message(name: str, mismatched: int, size: int, kinks: int) -> str:
 def _describe_value(value: object) -> str:
     if value is None:
         return "None"
+    marked = getattr(value, "type_name", None)  # a value the process boundary could not carry
+    if isinstance(marked, str):
+        return f"a {marked}"
     kind = type(value).__name__
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"

@@ -102,6 +102,13 @@ class Example:
     """Where the numbers come from (document, figure, or the seed that drew them)."""
     expected: Mapping[str, object] = field(default_factory=dict)
     """Values published for this example (loss, gradients), to reproduce."""
+    layout: Layout = "columns"
+    """'columns' (x is (n0, m)) or 'rows' (x is (m, n0)), as the network's document."""
+
+    @property
+    def batch_size(self) -> int:
+        """m, the number of examples in the batch."""
+        return int(self.y.shape[1] if self.layout == "columns" else self.y.shape[0])
 
     def fresh(self) -> Example:
         """A deep copy, so that code under test can mutate its inputs without harm."""
@@ -185,6 +192,7 @@ class Network:
             lr=lr,
             options=self.fprop_options(architecture),
             source=f"random example of {self.name} (m={m}{_describe(sizes)})",
+            layout=architecture.layout,
         )
 
     def solution(self) -> ModuleType:
@@ -305,6 +313,7 @@ _THREE_NODE_EXAMPLE = Example(
     y=np.array([[1.0]]),
     params=_arrays(W1=[[0.3, -0.1], [0.8, -0.5]], W2=[[0.7], [-0.6]]),
     lr=0.5,
+    layout="rows",
     source="document 000, figures 1-2 of its repository (x = [8, -4], y = 1, learning rate 0.5)",
     expected=MappingProxyType(
         {
@@ -336,6 +345,7 @@ _BATCH_EXAMPLE = Example(
     y=np.array([[75.0], [82.0], [93.0]]) / 100.0,
     params=_seeded(_BATCH_SIGMOID, 1, _BATCH_X, np.zeros((3, 1))),
     lr=0.5,
+    layout="rows",
     source=(
         "document 001: X = [[3, 5], [5, 1], [10, 2]] (hours of sleep, hours of study) divided "
         "by each column's maximum, y = [75, 82, 93] / 100; its weights are random and "

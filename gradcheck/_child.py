@@ -1,0 +1,465 @@
+"""Process side of :mod:`gradcheck.isolation`: fork server, per-sandbox monitor, student child.
+
+Three roles, all started with ``python -m gradcheck._child ROLE ...``:
+
+* ``server FD``: long-lived and trusted. Imports numpy, nbformat and the loader once, then for
+  every request received on socket FD (a JSON config plus three file descriptors passed with
+  SCM_RIGHTS) forks a monitor. It never runs student code.
+* monitor (forked by the server, or ``monitor CONFIG`` when there is no server): trusted. It
+  becomes a child subreaper, forks the student child, reports the child's pid and exit status
+  on the status socket, enforces the process limit when no cgroup is available, and kills the
+  whole process tree when asked, when the child dies, or when the grader goes away.
+* student child: applies the limits (new session, cgroup, RLIMIT_AS, stdin from /dev/null,
+  stdout/stderr into the capped output pipe, optional setuid), then serves load and call
+  requests, framed and encoded with :mod:`gradcheck.wire`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+FRAME = struct.Struct(">Q")
+_PR_SET_CHILD_SUBREAPER = 36
+_POLL_SECONDS = 0.05
+_CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``server FD`` or ``monitor CONFIG_JSON`` (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["server"]:
+        _serve(int(argv[1]))
+    elif argv[:1] == ["monitor"]:
+        config = json.loads(argv[1])
+        _monitor(config, config["msg_fd"], config["out_fd"], config["status_fd"])
+    else:
+        sys.exit("usage: python -m gradcheck._child server FD | monitor CONFIG_JSON")
+
+
+# --- fork server ----------------------------------------------------------------------------
+
+
+def _serve(control_fd: int) -> None:
+    _preload()
+    # Monitors are reaped automatically; the grader learns their fate from the status socket.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control = socket.socket(fileno=control_fd)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 3)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)  # the grader went away
+        if len(fds) != 3:
+            _close_all(fds)
+            continue
+        if os.fork() == 0:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _monitor(json.loads(data), *fds)
+        _close_all(fds)
+
+
+def _preload() -> None:
+    # Everything a child needs is imported once here, so that each fork starts warm.
+    import nbformat  # noqa: F401
+    import numpy  # noqa: F401
+
+    import gradcheck.loading  # noqa: F401
+    import gradcheck.wire  # noqa: F401
+
+    try:
+        import IPython.core.inputtransformer2  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+# --- monitor --------------------------------------------------------------------------------
+
+
+def _monitor(config: dict[str, Any], msg_fd: int, out_fd: int, status_fd: int) -> None:
+    try:
+        _set_subreaper()
+        cgroup = _make_cgroup(int(config["max_processes"]))
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_fd)
+            _student_child(config, msg_fd, out_fd, cgroup)
+        os.close(msg_fd)
+        os.close(out_fd)
+        status = socket.socket(fileno=status_fd)
+        _send_line(status, {"child": pid})
+        _watch(status, pid, cgroup, int(config["max_processes"]))
+    finally:
+        os._exit(0)
+
+
+def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes: int) -> None:
+    note, ticks = None, 0
+    while True:
+        readable, _, _ = select.select([status], [], [], _POLL_SECONDS)
+        if readable:
+            request = status.recv(64)
+            if not request:  # the grader is gone: nobody may keep running
+                _kill_tree(child, cgroup)
+                return
+            if b"k" in request:
+                _kill_tree(child, cgroup)
+            elif b"c" in request:
+                others = (_descendants() | _cgroup_pids(cgroup)) - {child}
+                _send_line(status, {"others": len(others)})
+        exited = _reap(child)
+        if exited is not None:
+            _kill_tree(child, cgroup)
+            _send_line(status, {"exit": exited, "note": note})
+            return
+        ticks += 1
+        if cgroup is None and ticks % 2 == 0 and len(_descendants()) > max_processes:
+            note = "processes"
+            _kill_tree(child, cgroup)
+
+
+_CHILD_STATUS: dict[str, int] = {}
+
+
+def _reap(child: int) -> dict[str, int] | None:
+    """Reap every finished descendant; return the child's status once it has exited."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        if pid == child and os.WIFSIGNALED(status):
+            _CHILD_STATUS["signal"] = os.WTERMSIG(status)
+        elif pid == child:
+            _CHILD_STATUS["code"] = os.waitstatus_to_exitcode(status)
+    return dict(_CHILD_STATUS) or None
+
+
+def _kill_tree(child: int, cgroup: str | None) -> None:
+    """Kill the child, its process group, and every descendant, until none is left."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        pids = _descendants() | _cgroup_pids(cgroup)
+        if not pids:
+            break
+        try:
+            os.killpg(child, signal.SIGKILL)  # one atomic blow for a fork storm in the group
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+        _reap(child)
+    _remove_cgroup(cgroup)
+
+
+def _descendants() -> set[int]:
+    """Living descendants of this process (orphans come back to it: it is a subreaper)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [os.getpid()]
+    while todo:
+        for pid in parents.get(todo.pop(), ()):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def _set_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans escape to init, the process group kill still applies
+
+
+def _make_cgroup(max_processes: int) -> str | None:
+    """Create a pids cgroup (v2 or v1) when running as root with a writable hierarchy."""
+    if os.geteuid() != 0 or os.environ.get("GRADCHECK_CGROUP") == "0":
+        return None
+    for root in _CGROUP_ROOTS:
+        path = f"{root}/gradcheck-{os.getpid()}"
+        if not os.path.exists(f"{root}/cgroup.procs"):
+            continue  # not a cgroup hierarchy (e.g. the tmpfs that holds v1 mounts)
+        try:
+            os.mkdir(path)
+        except OSError:
+            continue
+        try:
+            if os.path.exists(f"{path}/pids.max"):  # the pids controller is enabled here
+                Path(path, "pids.max").write_text(str(max_processes))
+                return path
+        except OSError:
+            pass
+        _remove_cgroup(path)
+    return None
+
+
+def _cgroup_pids(cgroup: str | None) -> set[int]:
+    if cgroup is None:
+        return set()
+    try:
+        return {int(line) for line in Path(cgroup, "cgroup.procs").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _remove_cgroup(cgroup: str | None) -> None:
+    if cgroup is not None:
+        try:
+            os.rmdir(cgroup)
+        except OSError:
+            pass
+
+
+def _send_line(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass
+
+
+# --- student child --------------------------------------------------------------------------
+
+
+def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str | None) -> None:
+    try:
+        os.setsid()
+        if cgroup is not None:
+            Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
+        _redirect_fds(out_fd)
+        os.chdir(config["folder"])
+        _set_limits(config)
+        _drop_privileges(config)
+        budget = _Budget(int(config["output_bytes"]))
+        sys.stdin = open(os.devnull, encoding="utf-8")  # input() fails fast with EOFError
+        sys.stdout = _CappedWriter(1, budget)
+        sys.stderr = _CappedWriter(2, budget)
+        _Server(socket.socket(fileno=msg_fd), config, budget).serve()
+    finally:
+        os._exit(0)
+
+
+def _redirect_fds(out_fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(devnull)
+    os.close(out_fd)
+
+
+def _set_limits(config: dict[str, Any]) -> None:
+    memory = int(config["memory_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # RLIMIT_NPROC counts all processes of the (real) user, so it is set above what the user
+    # already runs; the monitor (or the cgroup) enforces the exact per-sandbox limit.
+    uid = config.get("uid")
+    nproc = _count_user_processes(os.getuid() if uid is None else uid) + config["max_processes"]
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    os.environ["TMPDIR"] = config["folder"]
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(Path(config["folder"], ".jupyter-runtime"))
+    import tempfile
+
+    tempfile.tempdir = None
+
+
+def _count_user_processes(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def _drop_privileges(config: dict[str, Any]) -> None:
+    if config.get("uid") is None:
+        return
+    os.setgroups([])
+    os.setgid(int(config["gid"]))
+    os.setuid(int(config["uid"]))
+    os.environ["HOME"] = config["folder"]
+
+
+class _Budget:
+    """Bytes of Python-level output still allowed through, and how many were dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.remaining = limit
+        self.dropped = 0
+
+
+class _CappedWriter(io.TextIOBase):
+    """Text stream that writes the first bytes to an fd and only counts the rest.
+
+    Printing 200 MB must neither fill memory or disk nor fail the student's call.
+    """
+
+    def __init__(self, fd: int, budget: _Budget) -> None:
+        super().__init__()
+        self._fd = fd
+        self._budget = budget
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def write(self, text: str) -> int:
+        data = str(text).encode("utf-8", "replace")
+        keep = data[: max(self._budget.remaining, 0)]
+        self._budget.remaining -= len(keep)
+        self._budget.dropped += len(data) - len(keep)
+        try:
+            view = memoryview(keep)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            self._budget.dropped += len(view)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def flush(self) -> None:
+        pass
+
+
+class _Server:
+    """The child's request loop: load the submission once, then call its functions."""
+
+    def __init__(self, sock: socket.socket, config: dict[str, Any], budget: _Budget) -> None:
+        from gradcheck import loading, wire
+
+        self._loading = loading
+        self._wire = wire
+        self._sock = sock
+        self._config = config
+        self._budget = budget
+        self._namespace: dict[str, Any] = {}
+        self._store: dict[str, Any] = {}
+        self._kernel: Any = None
+
+    def serve(self) -> None:
+        while True:
+            request = self._receive()
+            if request is None or request.get("op") == "close":
+                if self._kernel is not None:
+                    self._kernel.close()
+                return
+            op = request.get("op")
+            if op == "load":
+                self._send(self._load(Path(request["path"])))
+            elif op == "call":
+                self._send(self._call(request, request["args"], request["kwargs"]))
+            elif op == "call_many":
+                for args in request["arg_sets"]:
+                    self._send(self._call(request, args, request.get("kwargs") or {}))
+
+    def _load(self, path: Path) -> dict[str, Any]:
+        loading = self._loading
+        try:
+            if self._config.get("kernel"):
+                self._kernel = loading.load_in_kernel(path)
+                return {"ok": True, "names": list(self._kernel.names),
+                        "problems": list(self._kernel.problems)}
+            loaded = loading.load_submission(path)
+        except loading.LoadError as exc:
+            return {"ok": False, "error": str(exc)}
+        except BaseException as exc:  # noqa: BLE001 - whatever happens is reported
+            return {"ok": False, "error": f"loading {path.name} {loading.describe_exception(exc)}"}
+        self._namespace = loaded.namespace
+        names = loading.defined_callables(loaded.namespace)
+        return {"ok": True, "names": list(names), "problems": list(loaded.problems)}
+
+    def _call(self, request: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
+        function, keep, pick = request["function"], request.get("keep"), request.get("pick")
+        if self._kernel is not None:
+            outcome = self._kernel.call(function, tuple(args), kwargs, keep=keep, pick=pick)
+        else:
+            outcome = self._loading.invoke(
+                self._namespace, self._store, function, tuple(args), kwargs, keep=keep, pick=pick
+            )
+        return {"ok": outcome.ok, "value": outcome.value, "error": outcome.error,
+                "seconds": outcome.seconds, "function": function}
+
+    def _receive(self) -> dict[str, Any] | None:
+        header = _read_exactly(self._sock, FRAME.size)
+        if header is None:
+            return None
+        body = _read_exactly(self._sock, FRAME.unpack(header)[0])
+        return None if body is None else self._wire.decode(body)
+
+    def _send(self, reply: dict[str, Any]) -> None:
+        wire, limit = self._wire, int(self._config["value_bytes"])
+        reply["dropped"] = self._budget.dropped
+        try:
+            data = wire.encode(reply, max_bytes=limit)
+        except BaseException as exc:  # noqa: BLE001 - a hostile value must not kill the loop
+            what = reply.get("function", "the submission")
+            error = f"{what} returned a value that could not be sent back ({type(exc).__name__})"
+            data = wire.encode({"ok": False, "error": error, "dropped": self._budget.dropped})
+        self._sock.sendall(FRAME.pack(len(data)) + data)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = sock.recv(min(remaining, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Name the likely cause of a wrong gradient, with evidence, and judge mismatches by measured noise.
+
+The engine tests hypotheses against numbers rather than guessing from patterns: a flipped
+sign is a = -r, a missing 1/m is a = m * r (alpha = <a, r> / <r, r> names the factor), a
+derivative taken at the activation is a = the reference recomputed with sigma'(a) in
+place of sigma'(z) by the network's own architecture. When nothing fits, the diagnosis is
+"no_simple_pattern" with the evidence (alpha, cosine, where the mismatch sits).
+
+Example:
+    >>> import numpy as np
+    >>> from gradcheck import networks
+    >>> from gradcheck.diagnosis import diagnose_gradients
+    >>> net = networks.get("two_hidden")
+    >>> ex = net.random_example(np.random.default_rng(0), m=3)
+    >>> sol = net.solution()
+    >>> reference = sol.bprop(sol.fprop(ex.x, ex.y, ex.params))
+    >>> student = {**reference, "W3": -reference["W3"]}
+    >>> diagnose_gradients(student, reference, network=net, example=ex)["W3"].cause
+    'sign_flipped'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from ..comparison import ParameterReport
+from ..networks import Architecture, Example, Network
+from ..tolerances import Tolerance
+from .behaviour import (
+    changes,
+    diagnose_batch_sizes,
+    diagnose_repeated_calls,
+    smallest_failing_example,
+    snapshot,
+)
+from .core import diagnose_gradients, fit
+from .model import CAUSES, Diagnosis, Evidence
+from .verdicts import Label, Verdict, judge_mismatches
+
+__all__ = [
+    "CAUSES",
+    "Diagnosis",
+    "Evidence",
+    "Label",
+    "Verdict",
+    "annotate",
+    "changes",
+    "diagnose_batch_sizes",
+    "diagnose_gradients",
+    "diagnose_repeated_calls",
+    "fit",
+    "judge_mismatches",
+    "smallest_failing_example",
+    "snapshot",
+]
+
+
+def annotate(
+    reports: tuple[ParameterReport, ...],
+    analytic: object,
+    reference: Mapping[str, np.ndarray],
+    *,
+    batch_size: int | None = None,
+    network: Network | Architecture | None = None,
+    example: Example | None = None,
+    numerical_own: Mapping[str, np.ndarray] | None = None,
+    tolerance: Tolerance | None = None,
+) -> tuple[ParameterReport, ...]:
+    """Return the reports with a ``hint`` (the diagnosis sentence) on every failing parameter.
+
+    Reports that pass, or already carry a hint, are returned unchanged; the diagnosis's
+    cause and evidence go to ``report.extras["diagnosis"]``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gradcheck.comparison import compare_gradients
+        >>> from gradcheck.tolerances import tolerance_for
+        >>> r = {"W": np.array([[1.0, 2.0, 3.0]])}
+        >>> reports, _ = compare_gradients({"W": 2 * r["W"]}, r, tolerance_for(np.float64))
+        >>> annotate(reports, {"W": 2 * r["W"]}, r)[0].hint.startswith("dW is twice")
+        True
+    """
+    failing = [report for report in reports if not report.ok and not report.hint]
+    if not failing or not isinstance(analytic, Mapping):
+        return reports
+    found = diagnose_gradients(
+        analytic,
+        reference,
+        network=network,
+        example=example,
+        numerical_own=numerical_own,
+        batch_size=batch_size,
+        tolerance=tolerance,
+    )
+    return tuple(_annotated(report, found.get(report.name)) for report in reports)
+
+
+def _annotated(report: ParameterReport, diagnosis: Diagnosis | None) -> ParameterReport:
+    if report.ok or report.hint or diagnosis is None:
+        return report
+    extras = {**report.extras, "diagnosis": diagnosis}
+    return replace(report, hint=diagnosis.sentence, extras=extras)

@@ -1,0 +1,445 @@
+"""A randomized gradient check whose cost does not grow with the number of entries.
+
+The full check differentiates every entry: 2P loss calls for P entries, two million for a
+network of a million parameters. The fast check compares *directional derivatives*
+instead: for a random direction u over one parameter,
+
+    a = u . g_analytic          (exact, from bprop)
+    d = (L(p + h u) - L(p - h u)) / 2h   (two loss calls, whatever the size)
+
+Each parameter gets its own probes, so a failure names the parameter; a parameter that
+fails is then checked entry by entry (all of it when small, otherwise a seeded sample plus
+the entry found by bisecting the failing direction), so the report gives a worst index
+with both values like the full check.
+
+Directions. Each entry of u is a random sign times a magnitude uniform in [1/2, 3/2):
+signed and zero-mean, never non-negative, never tiny, density at most 1/2 everywhere. They
+come from ``np.random.default_rng([seed, ...])`` per 65,536-entry chunk, so they are
+regenerated from the seed instead of stored (memory stays O(chunk)), and the global numpy
+state is never touched.
+
+Tolerance. A probe fails when ``|a - d| > tau`` with ``tau = max(rtol * ||g_analytic||_2,
+atol)`` (atol raised to the rounding noise of the loss, as in the full check). tau does
+not depend on u, and in particular does not grow with ``sum(u)``: PyTorch's first fast
+mode used non-negative directions and a tolerance scaled by ``sum(u) * sum(v)``, which let
+a gradient wrong in a few entries pass (pytorch PR #59615, issue #57166, PR #59650).
+
+Detection guarantee. Let e = g_analytic - g be the error of one parameter and
+``e_max = max_j |e_j|`` its largest entry (ignoring the finite-difference error of d,
+about 1e-10 of the loss for float64). Fix every entry of u but the j-th: the probe passes
+only if u_j falls in an interval of length ``2 tau / |e_j|``, which has probability at most
+``(1/2) * 2 tau / |e_j|``. The k probes are independent, so
+
+    P(a wrong gradient passes all k probes) <= (tau / e_max) ** k.
+
+Moreover, since ``|u_j| >= 1/2``, an error confined to one entry with ``|e_j| > 2 tau`` is
+caught by every probe (probability 1). With the default 4 probes, an entry wrong by
+10 tau passes with probability at most 1e-4, by 100 tau at most 1e-8. The price of
+projecting is resolution: tau is relative to the *norm* of the whole parameter's
+gradient, so an error smaller than ``rtol * ||g||_2`` in a single entry can pass, where
+the full check resolves ``rtol * |g_j|``. Student bugs (transposes, signs, factors, wrong
+derivatives, a few wrong entries) are errors of the order of the entries themselves.
+
+Example:
+    >>> import numpy as np, gradcheck
+    >>> net = gradcheck.networks.get("mlp")
+    >>> ex = net.random_example(np.random.default_rng(0), m=4, widths=(30, 20, 1))
+    >>> sol = net.solution()
+    >>> report = fast_check(sol.fprop, sol.bprop, ex.x, ex.y, ex.params, fprop_kwargs=ex.options)
+    >>> report.ok, report.evaluations
+    (True, 27)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .checking import (
+    GradientReport,
+    _Counter,
+    _exception,
+    _mutations,
+    _noise_tolerance,
+    _StudentError,
+    loss_of,
+)
+from .comparison import Bracket, ParameterReport, _structural_problem, compare_gradients, compare_parameter
+from .differentiation import _check_params, central_differences
+from .errors import InvalidArgument
+from .tolerances import Tolerance, tolerance_for
+
+__all__ = ["fast_check", "Probe", "DEFAULT_PROBES", "DEFAULT_SAMPLE", "sample_entries",
+           "restrict_to_entries", "direction"]
+
+DEFAULT_PROBES = 4
+"""Probes per parameter: a network of L layers with biases costs 1 + 16 L loss calls."""
+DEFAULT_SAMPLE = 100
+"""Entries checked one by one in a failing parameter larger than this."""
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One comparison of a directional derivative: ``u . g_analytic`` against the loss."""
+
+    parameter: str
+    index: int
+    """Which probe of this parameter (its direction is regenerated from the seed and this)."""
+    analytic: float
+    """``u . g_analytic``."""
+    numerical: float
+    """``(L(p + h u) - L(p - h u)) / 2h``."""
+    tolerance: float
+    """tau: the probe fails when ``|analytic - numerical| > tolerance``."""
+
+    @property
+    def discrepancy(self) -> float:
+        return self.analytic - self.numerical
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.discrepancy) <= self.tolerance
+
+
+def fast_check(
+    fprop: Callable[..., object],
+    bprop: Callable[[object], object],
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    *,
+    probes: int = DEFAULT_PROBES,
+    seed: int = 0,
+    eps: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_entries: int | None = None,
+    fprop_kwargs: Mapping[str, object] | None = None,
+    name: str = "",
+) -> GradientReport:
+    """Check ``bprop`` with ``probes`` random directional derivatives per parameter.
+
+    Costs ``1 + 2 * probes * (number of parameters)`` fprop calls when the gradients are
+    right, whatever the parameters' sizes (a parameter with at most ``probes`` entries is
+    checked entry by entry instead, which is cheaper). A failing parameter costs more: it
+    is checked entry by entry (at most ``max_entries`` of them, plus ``2 log2(size)`` calls
+    to bisect to a wrong entry). See the module docstring for the detection guarantee:
+    a wrong gradient passes with probability at most ``(tau / max|error|) ** probes``.
+
+    Args:
+        fprop, bprop, x, y, params, eps, rtol, atol, fprop_kwargs, name: as for
+            :func:`gradcheck.check_gradients`.
+        probes: random directions per parameter (>= 1).
+        seed: seeds the directions and samples (``np.random.default_rng``); the same seed
+            gives the same report.
+        max_entries: entries checked one by one in a failing parameter (default
+            :data:`DEFAULT_SAMPLE`); smaller parameters are checked in full.
+
+    Returns:
+        A :class:`gradcheck.GradientReport` with ``method="directional"``; each parameter's
+        ``extras["probes"]`` holds its :class:`Probe` results.
+
+    Raises:
+        InvalidArgument: bad ``params``, ``probes`` < 1 or ``max_entries`` < 1.
+
+    Example:
+        >>> import numpy as np, gradcheck
+        >>> net = gradcheck.networks.get("two_hidden")
+        >>> sol, ex = net.solution(), net.worked_examples[0]
+        >>> gradcheck.check_gradients(sol.fprop, sol.bprop, ex.x, ex.y, ex.params, mode="fast").ok
+        True
+    """
+    _check_params(params)
+    if probes < 1 or (max_entries is not None and max_entries < 1):
+        raise InvalidArgument(
+            f"probes={probes} and max_entries={max_entries} must be at least 1; "
+            f"the default is probes={DEFAULT_PROBES}, max_entries={DEFAULT_SAMPLE}"
+        )
+    tolerance, settings = _settings(params, eps, rtol, atol, name)
+    calls = _Counter(fprop, x, y, dict(fprop_kwargs or {}))
+    # One C-ordered copy for everything: fprop/bprop run on it, then the probes perturb
+    # it in place through flat views and restore it from the caller's arrays.
+    work = {key: np.array(value, order="C", copy=True) for key, value in params.items()}
+    try:
+        cache = calls.fprop(work)
+        loss = loss_of(cache)
+    except _StudentError as error:
+        return GradientReport((), problems=(str(error),), tolerance=tolerance,
+                              evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    try:
+        analytic = bprop(cache)
+    except Exception as error:  # noqa: BLE001 - student code may raise anything
+        return GradientReport((), problems=(f"bprop raised {_exception(error)}",), loss=loss,
+                              tolerance=tolerance, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    noisy = _noise_tolerance(tolerance, loss, cache)
+    del cache  # the cache may hold large activations; the probes do not need it
+    warnings = _mutations(params, work, "fprop or bprop") if _changed(params, work) else ()
+    if not isinstance(analytic, Mapping):
+        reports, problems = compare_gradients(analytic, params, noisy)
+        return GradientReport(reports, problems=problems, warnings=warnings, loss=loss,
+                              tolerance=noisy, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    for key in work:  # reuse the one copy: probes perturb it in place and restore it
+        np.copyto(work[key], params[key])
+    prober = _Prober(calls, work, params, noisy, seed)
+    try:
+        reports = [_check_parameter(prober, key, analytic, probes, max_entries or DEFAULT_SAMPLE)
+                   for key in params]
+    except _StudentError as error:
+        return GradientReport((), problems=(f"while differentiating numerically: {error}",),
+                              loss=loss, tolerance=noisy, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    reports += [_unexpected(key, params) for key in analytic if key not in params]
+    note = (f"fast check: {probes} random directional derivatives per parameter (seed {seed}); "
+            "a failing parameter is then checked entry by entry")
+    return GradientReport(tuple(reports), warnings=(*warnings, note), loss=loss, tolerance=noisy,
+                          evaluations=calls.count, **settings)  # type: ignore[arg-type]
+
+
+def direction(seed: int, parameter: int, probe: int, size: int,
+              start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Entries ``start:stop`` of the random direction of probe ``probe`` of a parameter.
+
+    Each entry is a random sign times a magnitude uniform in [1/2, 3/2). Chunks of 65,536
+    entries have their own generator, so any slice is regenerated without the rest.
+
+    Example:
+        >>> u = direction(0, 0, 0, 10)
+        >>> bool(np.all((np.abs(u) >= 0.5) & (np.abs(u) < 1.5))), bool(np.array_equal(u[3:7], direction(0, 0, 0, 10, 3, 7)))
+        (True, True)
+    """
+    stop = size if stop is None else stop
+    pieces = []
+    for chunk in range(start // _CHUNK, (stop - 1) // _CHUNK + 1) if stop > start else ():
+        first = chunk * _CHUNK
+        u = _chunk(seed, parameter, probe, chunk, min(_CHUNK, size - first))
+        pieces.append(u[max(start, first) - first: min(stop, first + u.size) - first])
+    return np.concatenate(pieces) if pieces else np.empty(0)
+
+
+def _chunk(seed: int, parameter: int, probe: int, chunk: int, length: int) -> np.ndarray:
+    # Tag 0 separates direction streams from the sampling stream (tag 1).
+    u = np.random.default_rng([seed, 0, parameter, probe, chunk]).random(length)
+    u *= 2.0
+    u -= 1.0
+    u += np.copysign(0.5, u)  # [-1, 1) -> [-1.5, -0.5] U [0.5, 1.5): density 1/2, |u| >= 1/2
+    return u
+
+
+class _Prober:
+    """Directional derivatives over a slice of one parameter, in place, restored exactly."""
+
+    def __init__(self, calls: _Counter, work: dict[str, np.ndarray],
+                 original: Mapping[str, np.ndarray], tolerance: Tolerance, seed: int) -> None:
+        self.calls, self.work, self.tolerance, self.seed = calls, work, tolerance, seed
+        self.flat = {key: value.reshape(-1) for key, value in work.items()}  # views: work is C-ordered
+        self.original = {key: np.ascontiguousarray(value).reshape(-1) for key, value in original.items()}
+        self.index = {key: i for i, key in enumerate(work)}
+        self.scratch = np.empty(_CHUNK, dtype=np.float64)
+
+    def measure(self, key: str, probe: int, gradient: np.ndarray,
+                start: int = 0, stop: int | None = None) -> tuple[float, float]:
+        """(u . gradient, central difference along u) for u restricted to ``start:stop``."""
+        flat, original = self.flat[key], self.original[key]
+        stop = flat.size if stop is None else stop
+        h = self.tolerance.eps
+        analytic = 0.0
+        try:
+            for lo, hi, u in self._pieces(key, probe, start, stop):
+                analytic += float(u @ gradient[lo:hi])
+                u *= h
+                flat[lo:hi] += u
+            f_plus = self.calls.loss(self.work)
+            for lo, hi, _ in self._spans(start, stop):
+                # Reflect p + h u through p: 2p - (p + h u) is p - h u up to one rounding,
+                # without regenerating u or holding a copy of it.
+                twice = np.multiply(original[lo:hi], 2.0, out=self.scratch[: hi - lo])
+                np.subtract(twice, flat[lo:hi], out=flat[lo:hi])
+            f_minus = self.calls.loss(self.work)
+        finally:
+            np.copyto(flat[start:stop], original[start:stop])
+        return analytic, (f_plus - f_minus) / (2.0 * h)
+
+    def _spans(self, start: int, stop: int) -> Iterable[tuple[int, int, None]]:
+        for chunk in range(start // _CHUNK, (stop - 1) // _CHUNK + 1):
+            yield max(start, chunk * _CHUNK), min(stop, (chunk + 1) * _CHUNK), None
+
+    def _pieces(self, key: str, probe: int, start: int, stop: int) -> Iterable[tuple[int, int, np.ndarray]]:
+        size = self.flat[key].size
+        for lo, hi, _ in self._spans(start, stop):
+            first = (lo // _CHUNK) * _CHUNK
+            u = _chunk(self.seed, self.index[key], probe, lo // _CHUNK, min(_CHUNK, size - first))
+            yield lo, hi, u[lo - first: hi - first]
+
+
+def _check_parameter(prober: _Prober, key: str, analytic: Mapping[str, object],
+                     probes: int, max_entries: int) -> ParameterReport:
+    expected = prober.work[key]
+    value, present = analytic.get(key), key in analytic
+    if _structural_problem(key, value, expected, "bprop", present) is not None:
+        return compare_parameter(key, value, expected, prober.tolerance, present=present)
+    gradient = np.ascontiguousarray(value, dtype=np.float64).reshape(-1)
+    if expected.size <= probes:  # entry by entry is no dearer than probing
+        return _entries_report(prober, key, value, range(expected.size))
+    tau = max(prober.tolerance.rtol * float(np.linalg.norm(gradient)), prober.tolerance.atol)
+    results = tuple(Probe(key, i, *prober.measure(key, i, gradient), tolerance=tau)
+                    for i in range(probes))
+    scale = tau / prober.tolerance.rtol
+    worst = max(abs(p.discrepancy) for p in results) / scale
+    if all(p.ok for p in results):
+        return ParameterReport(key, "ok", expected_shape=tuple(expected.shape),
+                               returned_shape=tuple(np.shape(value)), size=int(expected.size),  # type: ignore[arg-type]
+                               max_relative_error=worst, extras={"probes": results})
+    return _localise(prober, key, value, gradient, results, max_entries)
+
+
+def _localise(prober: _Prober, key: str, value: object, gradient: np.ndarray,
+              results: tuple[Probe, ...], max_entries: int) -> ParameterReport:
+    size = gradient.size
+    if size <= max_entries:
+        report = _entries_report(prober, key, value, range(size))
+    else:
+        entries = set(sample_entries({key: prober.work[key]}, max_entries, prober.seed,
+                                     index=prober.index[key])[key].tolist())
+        entries.add(_bisect(prober, key, gradient, max(results, key=lambda p: abs(p.discrepancy))))
+        report = _entries_report(prober, key, value, sorted(entries))
+    failed = [p for p in results if not p.ok]
+    worst = max(failed, key=lambda p: abs(p.discrepancy))
+    projection = (f"{len(failed)} of {len(results)} random directional derivatives disagree "
+                  f"(worst: u.d{key} = {worst.analytic:.8g} from bprop, {worst.numerical:.8g} "
+                  f"from the loss, tolerance {worst.tolerance:.2g})")
+    message = f"{key}: {projection}"
+    if report.mismatched:
+        message += f"; {report.message.removeprefix(key + ': ')}"
+    else:
+        message += (f"; none of the {report.size} entries checked one by one does: the error is "
+                    "spread thinly over many entries")
+    return replace(report, status="mismatch", message=message,
+                   max_relative_error=max(report.max_relative_error,
+                                          abs(worst.discrepancy) * prober.tolerance.rtol / worst.tolerance),
+                   extras={**report.extras, "probes": results})
+
+
+def _bisect(prober: _Prober, key: str, gradient: np.ndarray, probe: Probe) -> int:
+    # The discrepancy u.(g_a - g) over a range is the sum of those over its halves: measure
+    # one half (2 calls), deduce the other, follow the larger. 2 log2(size) calls in all.
+    lo, hi, discrepancy = 0, gradient.size, probe.discrepancy
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        a, d = prober.measure(key, probe.index, gradient, lo, mid)
+        left = a - d
+        if abs(left) >= abs(discrepancy - left):
+            hi, discrepancy = mid, left
+        else:
+            lo, discrepancy = mid, discrepancy - left
+    return lo
+
+
+def _entries_report(prober: _Prober, key: str, value: object, entries: Iterable[int]) -> ParameterReport:
+    indices = np.fromiter(entries, dtype=np.int64)
+    array = prober.work[key]
+    # Differentiate only this parameter: the loss still sees the whole (shared) dict.
+    samples = central_differences(lambda _: prober.calls.loss(prober.work), {key: array},
+                                  prober.tolerance.eps, {key: indices})
+    if indices.size == array.size:
+        return compare_parameter(key, value, samples.gradient[key], prober.tolerance)
+    return compare_sampled(key, value, samples.gradient[key], indices, prober.tolerance)
+
+
+def sample_entries(params: Mapping[str, np.ndarray], max_entries: int, seed: int = 0,
+                   *, index: int | None = None) -> dict[str, np.ndarray]:
+    """A seeded sample of ``max_entries`` flat indices for every parameter larger than that.
+
+    Every parameter counts, biases included; smaller parameters are left out (checked in
+    full). ``index`` fixes the parameter's position when sampling one parameter alone.
+
+    Example:
+        >>> sample = sample_entries({"W": np.zeros((100, 50)), "b": np.zeros((10, 1))}, 20, seed=1)
+        >>> sorted(sample), sample["W"].size
+        (['W'], 20)
+    """
+    if max_entries < 1:
+        raise InvalidArgument(f"max_entries must be at least 1, got {max_entries}")
+    chosen = {}
+    for position, (key, value) in enumerate(params.items()):
+        if value.size > max_entries:
+            rng = np.random.default_rng([seed, 1, position if index is None else index])
+            chosen[key] = np.sort(rng.choice(value.size, size=max_entries, replace=False))
+    return chosen
+
+
+def compare_sampled(name: str, value: object, numerical: np.ndarray, entries: np.ndarray,
+                    tolerance: Tolerance, bracket: Bracket | None = None) -> ParameterReport:
+    """Compare a (structurally valid) gradient with the reference on some flat entries only.
+
+    ``size`` and ``mismatched`` count the entries compared; ``extras["checked"]`` and
+    ``extras["entries"]`` give how many were checked out of how many, and ``worst_index``
+    is an index into the whole parameter.
+    """
+    shape = tuple(numerical.shape)
+    a = np.asarray(value, dtype=np.float64).reshape(-1)[entries]
+    r = numerical.reshape(-1)[entries]
+    sub = None if bracket is None else Bracket(*(np.asarray(part).reshape(-1)[entries]
+                                                for part in (bracket.left, bracket.right, bracket.kink)))
+    report = compare_parameter(name, a, r, tolerance, bracket=sub)
+    worst = report.worst_index
+    full_index = (tuple(int(i) for i in np.unravel_index(int(entries[worst[0]]), shape))
+                  if worst else None)
+    total = int(np.prod(shape))
+    message = (f"{name}: {report.mismatched} of {entries.size} checked entries (a sample of "
+               f"{total}) differ from the reference" if report.mismatched else "")
+    return replace(report, expected_shape=shape, returned_shape=tuple(np.shape(value)),
+                   worst_index=full_index, message=message,
+                   extras={**report.extras, "checked": int(entries.size), "entries": total})
+
+
+def restrict_to_entries(reports: tuple[ParameterReport, ...], analytic: object,
+                        numerical: Mapping[str, np.ndarray], entries: Mapping[str, np.ndarray],
+                        tolerance: Tolerance, brackets: Mapping[str, Bracket] | None = None,
+                        ) -> tuple[ParameterReport, ...]:
+    """Redo the comparison of sampled parameters on their sampled entries only.
+
+    Used by the full check with ``max_entries``: the numerical gradient is NaN off the
+    sample, so the whole-array comparison of those parameters is replaced.
+    """
+    if not isinstance(analytic, Mapping):
+        return reports
+    out = []
+    for report in reports:
+        sample = entries.get(report.name)
+        if sample is None or report.status in ("missing", "unexpected", "wrong_shape", "not_array", "not_finite"):
+            out.append(report)
+            continue
+        out.append(compare_sampled(report.name, analytic[report.name], numerical[report.name],
+                                   np.asarray(sample), tolerance, (brackets or {}).get(report.name)))
+    return tuple(out)
+
+
+def sampling_notes(entries: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """One note per sampled parameter: how many entries were checked out of how many."""
+    return tuple(f"{key}: {len(sample)} of {params[key].size} entries checked (a seeded sample)"
+                 for key, sample in entries.items())
+
+
+def _changed(original: Mapping[str, np.ndarray], used: Mapping[str, np.ndarray]) -> bool:
+    # A cheap first look (no NaN masks): the full comparison runs only if something differs.
+    return not all(np.array_equal(original[key], used[key]) for key in original)
+
+
+def _unexpected(key: object, params: Mapping[str, np.ndarray]) -> ParameterReport:
+    return ParameterReport(str(key), "unexpected",
+                           message=f"bprop returned a gradient for {key!r}, which is not a parameter "
+                                   f"(the parameters are {', '.join(params)})")
+
+
+def _settings(params: Mapping[str, np.ndarray], eps: float | None, rtol: float | None,
+              atol: float | None, name: str) -> tuple[Tolerance, dict[str, object]]:
+    dtype = np.result_type(*params.values()) if params else np.dtype(np.float64)
+    defaults = tolerance_for(dtype, warn=True)
+    tolerance = Tolerance(
+        rtol=rtol if rtol is not None else defaults.rtol,
+        atol=atol if atol is not None else defaults.atol,
+        eps=eps if eps is not None else defaults.eps,
+    )
+    return tolerance, dict(dtype=str(dtype), method="directional", eps=tolerance.eps, name=name)

@@ -1,0 +1,614 @@
+"""Turn a student's ``.py`` or ``.ipynb`` file into a namespace of functions.
+
+This module runs student code: it is meant to be imported INSIDE the sandboxed child process
+(see :mod:`gradcheck.isolation`), never in the grader. It also holds :func:`invoke`, the one
+way a stored function is called and its failure described, shared by the child and by the
+Jupyter kernel of ``--kernel`` mode.
+
+Example:
+    >>> from pathlib import Path
+    >>> loaded = load_submission(Path("two_hidden.py"))  # doctest: +SKIP
+    >>> sorted(name for name in loaded.namespace if not name.startswith("_"))  # doctest: +SKIP
+    ['bprop', 'fprop', 'np', 'update']
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import linecache
+import re
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LoadError",
+    "Loaded",
+    "Outcome",
+    "defined_callables",
+    "describe_exception",
+    "invoke",
+    "load_submission",
+]
+
+_MESSAGE_CHARS = 300
+_CELL_FILE = re.compile(r"^(?P<notebook>.+\.ipynb) cell (?P<cell>\d+)$")
+# Cell magics whose body is ordinary Python that defines things: run the body, skip the magic.
+_NOT_STUDENT_NAMES = frozenset({"get_ipython", "display", "exit", "quit", "open", "In", "Out"})
+_RUN_BODY_MAGICS = frozenset({"time", "capture", "prun", "timeit"})
+
+
+class LoadError(Exception):
+    """The submission could not be loaded; the message is one sentence for the student."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded submission.
+
+    Attributes:
+        namespace: The module's (or notebook's) global namespace.
+        problems: Human-readable notes on what went wrong without stopping the load, e.g.
+            ``"cell 4 raised FileNotFoundError: ... (the functions defined in other cells were
+            kept)"`` or ``"cell 1: skipped magic %matplotlib inline"``.
+    """
+
+    namespace: dict[str, Any]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of a student function gave.
+
+    Attributes:
+        ok: The function returned (and ``pick``, if any, succeeded).
+        value: The return value (or its ``pick`` entry, or None when only stored).
+        error: One sentence for the student when not ok.
+        seconds: Time spent in the call.
+    """
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def load_submission(path: Path) -> Loaded:
+    """Execute a submission and return its namespace.
+
+    A ``.py`` file runs as a module named after the file (not ``__main__``, so demo blocks
+    under ``if __name__ == "__main__":`` do not run) with its folder on ``sys.path``. A
+    ``.ipynb`` notebook runs cell by cell in one namespace; a cell that fails is recorded in
+    ``problems`` and the next cell still runs, and IPython magics and shell commands are
+    skipped (and recorded).
+
+    Args:
+        path: The ``.py`` or ``.ipynb`` file.
+
+    Returns:
+        The namespace and the problems met.
+
+    Raises:
+        LoadError: The file is missing, empty, not valid Python / not a notebook, or (for a
+            module) raised while being imported.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"{path.name} was not found")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        # Helpers next to the submission (`import helpers`) must be importable.
+        sys.path.insert(0, folder)
+    if path.suffix == ".py":
+        return _load_module(path)
+    if path.suffix == ".ipynb":
+        return _load_notebook(path)
+    raise LoadError(f"{path.name} is neither a .py module nor a .ipynb notebook")
+
+
+def defined_callables(namespace: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return the names of the functions (and other callables) a submission defined.
+
+    Modules, private names and what IPython itself puts in a namespace are left out.
+    """
+    names = []
+    for name, value in namespace.items():
+        if name.startswith("_") or name in _NOT_STUDENT_NAMES:
+            continue
+        if callable(value) and not isinstance(value, types.ModuleType):
+            names.append(name)
+    return tuple(sorted(names))
+
+
+def invoke(
+    namespace: Mapping[str, Any],
+    store: dict[str, Any],
+    function: str,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    keep: str | None = None,
+    pick: str | None = None,
+) -> Outcome:
+    """Call ``namespace[function](*args, **kwargs)`` and describe any failure.
+
+    Args:
+        namespace: Where the function is looked up.
+        store: Values kept between calls; ``Ref`` arguments are looked up here.
+        function: Name of the function.
+        args: Positional arguments, possibly containing ``wire.Ref`` markers.
+        kwargs: Keyword arguments, likewise.
+        keep: Store the return value under this name.
+        pick: Return only ``value[pick]`` (the value itself may stay in the child).
+
+    Returns:
+        The outcome; never raises for anything the student's code does.
+    """
+    target = namespace.get(function)
+    if target is None:
+        return Outcome(False, error=f"{function} is not defined")
+    if not callable(target):
+        return Outcome(False, error=f"{function} is a {type(target).__name__}, not a function")
+    try:
+        args, kwargs = _resolve(args, store), _resolve(dict(kwargs), store)
+    except LookupError as exc:
+        return Outcome(False, error=str(exc.args[0]))
+    started = time.perf_counter()
+    try:
+        value = target(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
+        seconds = time.perf_counter() - started
+        return Outcome(False, error=f"{function} {describe_exception(exc)}", seconds=seconds)
+    seconds = time.perf_counter() - started
+    if keep is not None:
+        store[keep] = value
+    if pick is None:
+        return Outcome(True, None if keep is not None else value, seconds=seconds)
+    return _pick(function, value, pick, seconds)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Describe an exception in one phrase, pointing at the student's line when possible.
+
+    Returns text such as ``"raised ValueError: shapes (2,3) and (2,3) not aligned (line 14 of
+    two_hidden.py)"`` or ``"called sys.exit(0)"``.
+    """
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    message = _short(_safe_str(exc))
+    where = _student_location(exc)
+    text = f"raised {type(exc).__name__}" + (f": {message}" if message else "")
+    return text + (f" ({where})" if where else "")
+
+
+def _pick(function: str, value: Any, pick: str, seconds: float) -> Outcome:
+    if not isinstance(value, Mapping):
+        return Outcome(
+            False,
+            error=f"{function} returned a {type(value).__name__}, not a dict with {pick!r}",
+            seconds=seconds,
+        )
+    try:
+        return Outcome(True, value[pick], seconds=seconds)
+    except BaseException:  # noqa: BLE001 - a student's Mapping may raise anything
+        return Outcome(False, error=f"{function} returned a dict without {pick!r}", seconds=seconds)
+
+
+def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
+    # Imported lazily: the kernel side imports this module without needing numpy first.
+    from gradcheck.wire import Ref
+
+    if isinstance(value, Ref):
+        if value.name not in store:
+            raise LookupError(f"no value is stored under {value.name!r}")
+        return store[value.name]
+    if isinstance(value, tuple):
+        return tuple(_resolve(item, store) for item in value)
+    if isinstance(value, list):
+        return [_resolve(item, store) for item in value]
+    if isinstance(value, dict):
+        return {key: _resolve(item, store) for key, item in value.items()}
+    return value
+
+
+def _student_location(exc: BaseException) -> str | None:
+    # The innermost frame in a notebook cell or in a file the student wrote is the useful one.
+    last = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if _CELL_FILE.match(frame.filename) or _is_student_file(frame.filename):
+            last = frame
+    if last is None:
+        return None
+    cell = _CELL_FILE.match(last.filename)
+    if cell:
+        return f"cell {cell['cell']}, line {last.lineno} of {cell['notebook']}"
+    return f"line {last.lineno} of {Path(last.filename).name}"
+
+
+def _is_student_file(filename: str) -> bool:
+    # Student files are those in the folders the loader put on sys.path (the scratch copy).
+    return any(filename.startswith(root + "/") for root in _STUDENT_ROOTS)
+
+
+_STUDENT_ROOTS: list[str] = []
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001 - a student's __str__ may raise
+        return ""
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
+
+
+# --- modules -------------------------------------------------------------------------------
+
+
+def _load_module(path: Path) -> Loaded:
+    source = _read_source(path)
+    code = _compile(source, str(path.resolve()), f"{path.name} has a syntax error")
+    module = types.ModuleType(path.stem)
+    module.__file__ = str(path.resolve())
+    _STUDENT_ROOTS.append(str(path.resolve().parent))
+    # Registered like a real import (so pickling, dataclasses and `import self` work), but
+    # never over a module the child already uses (a student's `copy.py` must not shadow copy).
+    registered = path.stem not in sys.modules
+    if registered:
+        sys.modules[path.stem] = module
+    try:
+        exec(code, module.__dict__)
+    except BaseException as exc:  # noqa: BLE001 - an import-time sys.exit is a failure too
+        if registered:
+            sys.modules.pop(path.stem, None)
+        raise LoadError(f"importing {path.name} {describe_exception(exc)}") from None
+    return Loaded(module.__dict__)
+
+
+def _read_source(path: Path) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise LoadError(f"{path.name} is empty")
+    try:
+        return importlib.util.decode_source(raw)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+        raise LoadError(f"{path.name} is not readable Python text: {_short(str(exc))}") from None
+
+
+def _compile(source: str, filename: str, what: str) -> types.CodeType:
+    try:
+        return compile(source, filename, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise LoadError(f"{what} on line {exc.lineno}: {exc.msg}") from None
+    except ValueError as exc:  # null bytes in the source
+        raise LoadError(f"{what}: {exc}") from None
+
+
+# --- notebooks ------------------------------------------------------------------------------
+
+
+def _load_notebook(path: Path) -> Loaded:
+    cells = _code_cells(path)
+    _STUDENT_ROOTS.append(str(path.resolve().parent))
+    shell = _ShellStub()
+    namespace: dict[str, Any] = {
+        "__name__": path.stem,
+        "__file__": str(path.resolve()),
+        "__builtins__": builtins,
+        "get_ipython": lambda: shell,
+        "display": _display,
+    }
+    shell.user_ns = namespace
+    problems: list[str] = []
+    transform = _transformer()
+    for number, source in cells:
+        shell.cell = number
+        _run_cell(path.name, number, transform(source, shell), namespace, problems)
+        problems.extend(shell.take_notes())
+    return Loaded(namespace, tuple(problems))
+
+
+def _code_cells(path: Path) -> list[tuple[int, str]]:
+    """Return (1-based position among all cells, source) for each non-empty code cell."""
+    import nbformat
+
+    try:
+        notebook = nbformat.read(str(path), as_version=4)
+        cells = [
+            (number, _cell_source(cell))
+            for number, cell in enumerate(notebook.cells, start=1)
+            if cell.get("cell_type") == "code"
+        ]
+    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds on bad input
+        detail = _short(f"{type(exc).__name__}: {exc}")
+        raise LoadError(f"{path.name} is not a valid Jupyter notebook: {detail}") from None
+    if not cells:
+        raise LoadError(f"{path.name} has no code cells")
+    cells = [(number, source) for number, source in cells if source.strip()]
+    if not cells:
+        raise LoadError(f"{path.name} has only empty code cells")
+    return cells
+
+
+def _cell_source(cell: Mapping[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _run_cell(
+    notebook: str, number: int, source: str, namespace: dict[str, Any], problems: list[str]
+) -> None:
+    filename = f"{notebook} cell {number}"
+    # Registered so that tracebacks (and the student's own) can show the cell's lines.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    try:
+        code = _compile(source, filename, f"cell {number} has a syntax error")
+    except LoadError as exc:
+        problems.append(f"{exc} (the cell was skipped)")
+        return
+    try:
+        exec(code, namespace)
+    except BaseException as exc:  # noqa: BLE001 - one failing demo cell must not stop the load
+        what = describe_exception(exc)
+        problems.append(f"cell {number} {what} (the functions defined in other cells were kept)")
+
+
+def _transformer() -> Callable[[str, _ShellStub], str]:
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return _comment_out_magics
+    manager = TransformerManager()
+
+    def transform(source: str, shell: _ShellStub) -> str:
+        try:
+            return manager.transform_cell(source)
+        except Exception:  # noqa: BLE001 - fall back on odd input; compile will report it
+            return _comment_out_magics(source, shell)
+
+    return transform
+
+
+def _comment_out_magics(source: str, shell: _ShellStub) -> str:
+    """Without IPython: comment out ``%`` / ``!`` lines, and whole ``%%`` cells."""
+    if source.lstrip().startswith("%%"):
+        shell.note(f"skipped cell magic {source.lstrip().splitlines()[0]}")
+        return "\n".join("# " + line for line in source.splitlines())
+    lines = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("%", "!")):
+            kind = "magic" if stripped.startswith("%") else "shell command"
+            shell.note(f"skipped {kind} {stripped}")
+            line = line[: len(line) - len(stripped)] + "pass  # " + stripped
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _display(*objects: Any, **_kwargs: Any) -> None:
+    """Stand-in for IPython's ``display``: print the objects' reprs."""
+    for obj in objects:
+        print(repr(obj))
+
+
+class _ShellStub:
+    """Stand-in for ``get_ipython()``: magics and shell commands do nothing and are noted."""
+
+    def __init__(self) -> None:
+        self.cell = 0
+        self.user_ns: dict[str, Any] = {}
+        self._notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self._notes.append(f"cell {self.cell}: {_short(text)}")
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def run_line_magic(self, name: str, line: str, *_args: Any, **_kwargs: Any) -> None:
+        self.note(f"skipped magic %{name} {line}".rstrip())
+
+    def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
+        if name in _RUN_BODY_MAGICS:
+            self.note(f"ran the body of cell magic %%{name} without the magic")
+            exec(compile(cell, f"<%%{name} body>", "exec"), self.user_ns)
+        elif name == "writefile":
+            self._writefile(line, cell)
+        else:
+            self.note(f"skipped cell magic %%{name} {line}".rstrip())
+
+    def _writefile(self, line: str, cell: str) -> None:
+        words = line.split()
+        append = "-a" in words or "--append" in words
+        targets = [word for word in words if not word.startswith("-")]
+        if not targets:
+            self.note("skipped %%writefile without a file name")
+            return
+        with open(targets[0], "a" if append else "w", encoding="utf-8") as handle:
+            handle.write(cell)
+
+    def system(self, command: str, *_args: Any, **_kwargs: Any) -> None:
+        self.note(f"skipped shell command !{command}")
+
+    def getoutput(self, command: str, *_args: Any, **_kwargs: Any) -> list[str]:
+        self.note(f"skipped shell command !{command}")
+        return []
+
+    def magic(self, line: str) -> None:
+        self.note(f"skipped magic %{line}")
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def ignored(*_args: Any, **_kwargs: Any) -> None:
+            self.note(f"skipped get_ipython().{name}(...)")
+
+        return ignored
+
+
+# --- kernel mode ----------------------------------------------------------------------------
+
+_KERNEL_CALL = """\
+def __gradcheck_call(request, reply):
+    import pathlib
+    from gradcheck import loading, wire
+    r = wire.decode(pathlib.Path(request).read_bytes())
+    store = globals().setdefault("__gradcheck_store__", {})
+    if r["function"] == "__gradcheck_names__":
+        o = loading.Outcome(True, list(loading.defined_callables(globals())))
+    else:
+        o = loading.invoke(globals(), store, r["function"], tuple(r["args"]), r["kwargs"],
+                           keep=r["keep"], pick=r["pick"])
+    answer = {"ok": o.ok, "value": o.value, "error": o.error, "seconds": o.seconds}
+    pathlib.Path(reply).write_bytes(wire.encode(answer))
+__gradcheck_call(%r, %r)
+del __gradcheck_call
+"""
+
+
+class KernelSession:
+    """A notebook executed in a real Jupyter kernel, whose functions can then be called.
+
+    Arguments and results travel through files in the notebook's (scratch) folder, encoded
+    with :mod:`gradcheck.wire`; a small trusted snippet run in the kernel decodes them, calls
+    the function through :func:`invoke` and writes the outcome back.
+
+    Attributes:
+        names: The callables the notebook defined.
+        problems: One note per cell that raised.
+    """
+
+    def __init__(self, client: Any, folder: Path, names: tuple[str, ...], problems: tuple[str, ...]):
+        self._client = client
+        self._folder = folder
+        self._calls = 0
+        self.names = names
+        self.problems = problems
+
+    def call(
+        self,
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        keep: str | None = None,
+        pick: str | None = None,
+    ) -> Outcome:
+        """Call a function defined in the kernel (see :func:`invoke` for the arguments)."""
+        from gradcheck import wire
+
+        self._calls += 1
+        request = self._folder / f".gradcheck-call-{self._calls}.in"
+        reply = self._folder / f".gradcheck-call-{self._calls}.out"
+        message = {"function": function, "args": list(args), "kwargs": dict(kwargs),
+                   "keep": keep, "pick": pick}
+        request.write_bytes(wire.encode(message, strict=True))
+        cell = _new_code_cell(_KERNEL_CALL % (str(request), str(reply)))
+        self._client.execute_cell(cell, 0, store_history=False)
+        request.unlink(missing_ok=True)
+        if not reply.is_file():
+            errors = _cell_errors(cell)
+            return Outcome(False, error=f"{function} could not be called in the kernel: {errors}")
+        answer = wire.decode(reply.read_bytes())
+        reply.unlink(missing_ok=True)
+        return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
+
+    def close(self) -> None:
+        """Shut the kernel down."""
+        try:
+            self._client._cleanup_kernel()
+        except Exception:  # noqa: BLE001 - the sandbox kills the kernel's process tree anyway
+            pass
+
+
+def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
+    """Execute a notebook in a Jupyter kernel (``--kernel`` mode), keeping the kernel alive.
+
+    Every code cell runs in order with ``allow_errors=True``, exactly as Jupyter would run it
+    (magics included). The kernel is a child of the calling process, so it inherits the
+    sandbox's limits and is killed with it.
+
+    Args:
+        path: The ``.ipynb`` file.
+        timeout: Per-cell time limit in seconds (None: no limit; the sandbox enforces one).
+
+    Returns:
+        A session whose :meth:`KernelSession.call` invokes the notebook's functions.
+
+    Raises:
+        LoadError: nbclient or ipykernel is missing, the notebook is invalid or empty, or the
+            kernel could not start.
+    """
+    path = Path(path).resolve()
+    client_class = _kernel_client_class()
+    _code_cells(path)  # the same validation and messages as the in-process loader
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    client = client_class(
+        notebook, timeout=timeout, allow_errors=True, kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    try:
+        client.km = client.create_kernel_manager()
+        client.start_new_kernel(cwd=str(path.parent))
+        client.start_new_kernel_client()
+    except Exception as exc:  # noqa: BLE001 - jupyter_client raises many kinds
+        raise LoadError(f"the Jupyter kernel could not start: {_short(str(exc))}") from None
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        client.execute_cell(cell, index)
+        _echo_outputs(cell)
+        errors = _cell_errors(cell)
+        if errors:
+            problems.append(f"cell {index + 1} raised {errors} "
+                            "(the functions defined in other cells were kept)")
+    session = KernelSession(client, path.parent, (), tuple(problems))
+    names = session.call("__gradcheck_names__", (), {})
+    session.names = tuple(names.value) if names.ok and isinstance(names.value, list) else ()
+    return session
+
+
+def _kernel_client_class() -> Any:
+    if importlib.util.find_spec("ipykernel") is None:
+        raise LoadError("--kernel mode needs ipykernel: pip install 'gradcheck[kernel]'")
+    try:
+        from nbclient import NotebookClient
+    except ImportError:
+        raise LoadError("--kernel mode needs nbclient: pip install 'gradcheck[kernel]'") from None
+    return NotebookClient
+
+
+def _new_code_cell(source: str) -> Any:
+    import nbformat
+
+    return nbformat.v4.new_code_cell(source)
+
+
+def _cell_errors(cell: Any) -> str:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return _short(f"{output.get('ename', 'Error')}: {output.get('evalue', '')}")
+    return ""
+
+
+def _echo_outputs(cell: Any) -> None:
+    # Kernel prints travel as messages; replay them into this process's (capped) output.
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            target = sys.stderr if output.get("name") == "stderr" else sys.stdout
+            target.write(str(output.get("text", "")))

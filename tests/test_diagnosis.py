@@ -1,0 +1,392 @@
+"""The diagnosis engine: a corpus of one-line bugs, correct solutions, verdicts, pictures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gradcheck
+from gradcheck import networks, strategies
+from gradcheck.diagnosis import (
+    CAUSES,
+    annotate,
+    diagnose_batch_sizes,
+    diagnose_gradients,
+    diagnose_repeated_calls,
+    fit,
+    judge_mismatches,
+    smallest_failing_example,
+)
+from gradcheck.diagnosis.backprop import gradients
+from gradcheck.heatmaps import save_heatmap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bug_corpus
+from bug_corpus import BUGS, Bug
+
+# -- the corpus ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=[bug.name for bug in BUGS])
+def test_each_one_line_bug_is_diagnosed_with_its_cause(bug: Bug) -> None:
+    found = bug_corpus.diagnose(bug)
+    causes = {name: diagnosis.cause for name, diagnosis in found.items()}
+    assert {name: causes.get(name) for name in bug.params} == {
+        name: bug.cause for name in bug.params
+    } or (
+        all(causes.get(name) in {bug.cause} | bug.also for name in bug.params)
+        and any(causes.get(name) == bug.cause for name in bug.params)
+    ), causes
+    assert set(causes.values()) <= {bug.cause} | bug.also, causes
+    for diagnosis in found.values():
+        assert diagnosis.cause in CAUSES
+        assert diagnosis.sentence.startswith(("d", "bprop", "fprop", "the", "two")), (
+            diagnosis.sentence
+        )
+        assert diagnosis.sentence.endswith(".") and "\n" not in diagnosis.sentence
+        assert f"{diagnosis.parameter}" in diagnosis.sentence
+
+
+def test_the_corpus_covers_every_cause_the_issue_lists() -> None:
+    listed = {
+        "transposed",
+        "sign_flipped",
+        "scaled",
+        "activation_derivative_missing",
+        "derivative_at_activation",
+        "bias_not_summed",
+        "bias_wrong_axis",
+        "swapped",
+        "wrong_key",
+        "zeros",
+        "not_implemented",
+        "batch_size_one",
+        "consistent_with_own_fprop",
+        "mutates_inputs",
+    }
+    assert listed <= {bug.cause for bug in BUGS}
+
+
+def _correct_cases() -> list[tuple[str, dict, type]]:
+    cases = [
+        (name, {"hidden": 3} if name == "binary_classifier" else {}, dtype)
+        for name in networks.DOCUMENT_NAMES
+        for dtype in (np.float64, np.float32)
+    ]
+    for activations in (("relu", "sigmoid"), ("tanh", "relu", "identity"), ("sigmoid", "sigmoid")):
+        widths = (3, 4, 2, 2)[: len(activations) + 1]
+        sizes = {"widths": widths, "activations": activations, "loss": "squared"}
+        cases += [("mlp", sizes, np.float64), ("mlp", sizes, np.float32)]
+    return cases
+
+
+CORRECT = _correct_cases()
+
+
+@pytest.mark.parametrize("name, sizes, dtype", CORRECT)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_correct_solution_gets_no_diagnosis(
+    name: str, sizes: dict, dtype: type, seed: int
+) -> None:
+    assert _diagnoses_of_correct(name, sizes, dtype, seed) == {}
+
+
+def _diagnoses_of_correct(name: str, sizes: dict, dtype: type, seed: int) -> dict:
+    solution, network = networks.get(name).solution(), networks.get(name)
+    example = bug_corpus.example_for(name, 3, sizes, seed, dtype)
+    one = bug_corpus.example_for(name, 1, sizes, seed, dtype)
+    found = diagnose_gradients(
+        bug_corpus.run(solution, example),
+        bug_corpus.reference(name, example),
+        network=network,
+        example=example,
+        numerical_own=bug_corpus.own_numerical(solution, example),
+    )
+    found.update(
+        diagnose_batch_sizes(
+            bug_corpus.run(solution, one),
+            bug_corpus.reference(name, one),
+            bug_corpus.run(solution, example),
+            bug_corpus.reference(name, example),
+            network=network,
+            example_many=example,
+            batch_size=3,
+        )
+    )
+    found.update(bug_corpus._repeat(solution, example))
+    return found
+
+
+class _Summary:
+    """Writes precision and recall into pytest's terminal summary (visible without -s)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        """Print the corpus scores."""
+        if self.lines:
+            terminalreporter.section("gradcheck diagnosis corpus")
+            for line in self.lines:
+                terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def summary(request: pytest.FixtureRequest) -> _Summary:
+    plugin = _Summary()
+    request.config.pluginmanager.register(plugin, "gradcheck-diagnosis-summary")
+    return plugin
+
+
+def test_precision_and_recall_on_the_corpus(summary: _Summary) -> None:
+    expected = hits = claims = right = 0
+    for bug in BUGS:
+        found = bug_corpus.diagnose(bug)
+        expected += len(bug.params)
+        hits += sum(found[p].cause in {bug.cause} | bug.also for p in bug.params if p in found)
+        recognised = [d for d in found.values() if d.recognised]
+        claims += len(recognised)
+        right += sum(d.cause in {bug.cause} | bug.also for d in recognised)
+    for name, sizes, dtype in CORRECT:
+        claims += len(_diagnoses_of_correct(name, sizes, dtype, seed=2))
+    recall, precision = hits / expected, right / claims
+    line = (
+        f"diagnosis corpus: {len(BUGS)} one-line bugs, {expected} wrong gradients, "
+        f"{len(CORRECT)} correct solutions: recall {recall:.3f}, precision {precision:.3f}"
+    )
+    print(line)
+    summary.lines.append(line)
+    assert recall >= 0.9
+    assert precision == 1.0
+
+
+# -- the evidence -------------------------------------------------------------------------
+
+matrices = st.tuples(st.integers(1, 4), st.integers(2, 4), st.integers(0, 2**32 - 1)).map(
+    lambda t: np.random.default_rng(t[2]).uniform(-2, 2, size=(t[0], t[1]))
+)
+
+
+@settings(deadline=None)
+@given(
+    matrices,
+    st.floats(0.05, 20.0).filter(lambda c: min(abs(c - 2), abs(c - 0.5), abs(c - 1)) > 0.01),
+)
+def test_alpha_and_cosine_name_the_factor(reference: np.ndarray, factor: float) -> None:
+    r = {"W": reference}
+    flipped = diagnose_gradients({"W": -reference}, r)["W"]
+    assert flipped.cause == "sign_flipped"
+    assert flipped.evidence["alpha"] == pytest.approx(-1) and flipped.evidence[
+        "cosine"
+    ] == pytest.approx(-1)
+    scaled = diagnose_gradients({"W": factor * reference}, r)["W"]
+    assert scaled.cause == "scaled" and scaled.evidence["factor"] == pytest.approx(factor)
+    assert scaled.evidence["consistency"] == 1.0
+
+
+@pytest.mark.parametrize("m", [3, 5])  # m = 2 reads as the factor 2 or 1/2 of the loss
+def test_a_missing_or_extra_batch_factor_is_named_m_or_one_over_m(m: int) -> None:
+    r = {"W": np.arange(1.0, 7.0).reshape(2, 3)}
+    assert (
+        diagnose_gradients({"W": r["W"] / m}, r, batch_size=m)["W"].evidence["factor_name"] == "1/m"
+    )
+    assert (
+        diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].evidence["factor_name"] == "m"
+    )
+    assert f"m = {m}" in diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].sentence
+
+
+def test_a_mismatch_in_one_row_is_located_and_not_explained() -> None:
+    r = {"W": np.arange(1.0, 7.0).reshape(2, 3)}
+    a = r["W"].copy()
+    a[1] = [7.0, -3.0, 0.5]
+    found = diagnose_gradients({"W": a}, r)["W"]
+    assert found.cause == "no_simple_pattern" and not found.recognised
+    assert found.evidence["pattern"] == "row 1" and "row 1" in found.sentence
+
+
+def test_a_transposed_shape_is_named_with_the_layout_formula() -> None:
+    network = networks.get("batch_sigmoid")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    r = bug_corpus.reference("batch_sigmoid", example)
+    found = diagnose_gradients({**r, "W1": r["W1"].T}, r, network=network, example=example)
+    assert found["W1"].cause == "transposed" and "x.T @ delta1" in found["W1"].sentence
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(networks.NAMES).flatmap(
+        lambda name: st.tuples(st.just(name), strategies.examples(name))
+    )
+)
+def test_the_independent_backprop_agrees_with_every_solution(case) -> None:
+    name, example = case
+    arch = gradcheck.diagnosis.backprop.architecture_for(
+        networks.get(name), example.params, example.options
+    )
+    mine = gradients(arch, example.x, example.y, example.params)
+    theirs = bug_corpus.reference(name, example)
+    assert set(mine) == set(theirs)
+    for key in theirs:
+        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-9, atol=1e-12)
+
+
+# -- the grader's helpers -----------------------------------------------------------------
+
+
+def test_a_batch_factor_at_m_greater_than_one_keeps_its_specific_cause() -> None:
+    network = networks.get("three_input")
+    one, many = (network.random_example(np.random.default_rng(4), m=m) for m in (1, 4))
+    r1, r4 = bug_corpus.reference("three_input", one), bug_corpus.reference("three_input", many)
+    found = diagnose_batch_sizes({**r1}, r1, {**r4, "W2": r4["W2"] / 4}, r4, batch_size=4)
+    assert found["W2"].cause == "scaled" and found["W2"].evidence["factor_name"] == "1/m"
+
+
+def test_a_bprop_with_hidden_state_is_a_stale_cache() -> None:
+    solution = networks.get("three_input").solution()
+    calls = []
+
+    def bprop(cache):  # a global counter leaks into the gradient from the second call on
+        calls.append(1)
+        grads = solution.bprop(cache)
+        return {**grads, "W1": grads["W1"] * len(calls)}
+
+    example = networks.get("three_input").random_example(np.random.default_rng(5), m=3)
+    cache = solution.fprop(example.x, example.y, example.params)
+    found = diagnose_repeated_calls(bprop(cache), bprop(cache))
+    assert list(found) == ["W1"] and found["W1"].cause == "stale_cache"
+
+
+def test_annotate_puts_the_sentence_on_failing_reports_of_check_gradients() -> None:
+    network = networks.get("two_hidden")
+    solution, example = network.solution(), network.random_example(np.random.default_rng(6), m=3)
+
+    def bprop(cache):
+        grads = solution.bprop(cache)
+        return {**grads, "W2": grads["W2"].T}
+
+    report = gradcheck.check_gradients(solution.fprop, bprop, example.x, example.y, example.params)
+    assert "transposed" in report["W2"].hint and report["W1"].hint == ""
+    r = bug_corpus.reference("two_hidden", example)
+    reports, _ = gradcheck.comparison.compare_gradients(
+        {**r, "b1": 2 * r["b1"]}, r, gradcheck.tolerance_for(np.float64)
+    )
+    annotated = annotate(reports, {**r, "b1": 2 * r["b1"]}, r, network=network, example=example)
+    assert [p.name for p in annotated if p.hint] == ["b1"]
+    assert next(p for p in annotated if p.name == "b1").extras["diagnosis"].cause == "scaled"
+
+
+# -- verdicts from measured noise ---------------------------------------------------------
+
+
+def _loss(name: str, example, dtype=np.float64):
+    solution = networks.get(name).solution()
+    x, y = example.x.astype(dtype), example.y.astype(dtype)
+    return lambda p: solution.fprop(x, y, p, **example.options)["loss"]
+
+
+def test_a_large_step_is_finite_difference_noise_and_a_real_bug_is_a_bug() -> None:
+    example = networks.get("two_hidden").random_example(np.random.default_rng(8), m=3)
+    r = bug_corpus.reference("two_hidden", example)
+    tight = gradcheck.Tolerance(rtol=1e-9, atol=1e-12, eps=1e-2)
+    verdicts = judge_mismatches(_loss("two_hidden", example), example.params, r, tolerance=tight)
+    assert verdicts and {v.label for v in verdicts} == {"finite_difference_noise"}
+    wrong = judge_mismatches(
+        _loss("two_hidden", example), example.params, {**r, "W3": -r["W3"]}, tolerance=tight
+    )
+    assert {v.parameter for v in wrong if v.label == "bug"} == {"W3"}
+    assert "bug" in next(v for v in wrong if v.label == "bug").sentence
+
+
+def test_float32_rounding_is_float32_noise() -> None:
+    example = bug_corpus.example_for("three_input", 4, {}, 9, np.float32)
+    solution = networks.get("three_input").solution()
+    analytic = solution.bprop(solution.fprop(example.x, example.y, example.params))
+    tight = gradcheck.Tolerance(rtol=1e-6, atol=1e-9, eps=1e-4)
+    verdicts = judge_mismatches(
+        _loss("three_input", example, np.float32), example.params, analytic, tolerance=tight
+    )
+    assert verdicts and {v.label for v in verdicts} == {"float32_noise"}
+
+
+def test_a_relu_kink_is_accepted_inside_the_bracket_and_the_unit_is_named() -> None:
+    network = networks.get("mlp")
+    sizes = {"widths": (2, 3, 1), "activations": ("relu", "identity"), "loss": "squared"}
+    example = network.random_example(np.random.default_rng(10), m=1, **sizes)
+    params = {k: v.copy() for k, v in example.params.items()}
+    z = params["W1"] @ example.x + params["b1"]
+    params["b1"][1, 0] -= z[1, 0] - 3e-7  # unit 1 of layer 1 now sits 3e-7 above the kink
+    arch = gradcheck.diagnosis.backprop.architecture_for(network, params, example.options)
+    analytic = gradients(arch, example.x, example.y, params)
+    verdicts = judge_mismatches(
+        _loss("mlp", example), params, analytic, network=network, example=example
+    )
+    kinks = [v for v in verdicts if v.label == "kink"]
+    assert kinks and all(v.unit == "layer 1 unit 1 (example 0)" for v in kinks)
+    assert not [v for v in verdicts if v.label == "bug"]
+    params["b1"][1, 0] -= 3e-7 - 1e-8  # well inside half the step: the bracket alone sees it
+    analytic = gradients(arch, example.x, example.y, params)
+    alone = [
+        v for v in judge_mismatches(_loss("mlp", example), params, analytic) if v.parameter == "b1"
+    ]
+    assert [(v.label, v.unit) for v in alone] == [("kink", "")]
+    outside = {**analytic, "b1": analytic["b1"] + 5.0}
+    labels = {
+        v.label
+        for v in judge_mismatches(_loss("mlp", example), params, outside)
+        if v.parameter == "b1" and v.index == (1, 0)
+    }
+    assert labels == {"bug"}
+
+
+# -- showing it ---------------------------------------------------------------------------
+
+
+def test_a_heatmap_is_a_png_and_is_skipped_without_matplotlib(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    r = np.arange(1.0, 7.0).reshape(2, 3)
+    path = save_heatmap("W1", r * [[1, 1, 1], [1, 2, 1]], r, tmp_path / "figs" / "W1.png")
+    assert path == tmp_path / "figs" / "W1.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        save_heatmap("W1", r.T, r, tmp_path / "T.png") is None
+    )  # no per-entry error for a transpose
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert save_heatmap("W1", r, r, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def _first_example_only(example) -> bool:
+    """True when batch_sigmoid with dW1 from the first example only is wrong on ``example``."""
+    bug = next(b for b in BUGS if b.name == "first example only")
+    found = diagnose_gradients(
+        bug_corpus.run(bug_corpus.patched(bug), example),
+        bug_corpus.reference("batch_sigmoid", example),
+    )
+    return "W1" in found
+
+
+def test_hypothesis_shrinks_a_batch_size_bug_to_the_smallest_failing_batch() -> None:
+    seen = []
+
+    @settings(max_examples=30, database=None, deadline=None, derandomize=True)
+    @given(strategies.examples("batch_sigmoid"))
+    def check(example) -> None:
+        seen.append(example.x.shape[0])
+        assert not _first_example_only(example)
+
+    with pytest.raises(AssertionError):
+        check()
+    assert seen[-1] == 2  # the replayed, shrunk failure: one example more than works
+    smallest = smallest_failing_example("batch_sigmoid", _first_example_only, max_examples=30)
+    assert smallest is not None and smallest.x.shape[0] == 2
+
+
+def test_fit_reports_how_consistently_the_factor_holds() -> None:
+    r = np.array([1.0, 2.0, 3.0, 4.0])
+    assert fit(3 * r, r)["consistency"] == 1.0
+    assert fit(np.array([3.0, 6.0, 9.0, 0.0]), r)["consistency"] < 1.0
