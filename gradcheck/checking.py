@@ -18,7 +18,7 @@ from .differentiation import Method, _check_params, central_differences, numeric
 from .errors import GradientMismatchError, InvalidArgument
 from .tolerances import Tolerance, tolerance_for
 
-__all__ = ["GradientReport", "check_gradients", "assert_gradients_close", "loss_of"]
+__all__ = ["GradientReport", "assert_gradients_close", "check_gradients", "loss_of"]
 
 
 @dataclass(frozen=True)
@@ -120,29 +120,14 @@ def check_gradients(
                           max_entries=max_entries, fprop_kwargs=fprop_kwargs, name=name)
     if mode != "full":
         raise InvalidArgument(f"mode={mode!r} is not 'full' or 'fast'")
-    kwargs = dict(fprop_kwargs or {})
-    dtype = np.result_type(*params.values()) if params else np.dtype(np.float64)
-    defaults = tolerance_for(dtype, warn=True)
-    tolerance = Tolerance(
-        rtol=rtol if rtol is not None else defaults.rtol,
-        atol=atol if atol is not None else defaults.atol,
-        eps=eps if eps is not None else defaults.eps,
-    )
-    settings = dict(dtype=str(dtype), method=method, eps=tolerance.eps, name=name)
-    calls = _Counter(fprop, x, y, kwargs)
+    tolerance, settings = _settings(params, eps, rtol, atol, name, method)
+    calls = _Counter(fprop, x, y, dict(fprop_kwargs or {}))
 
     work = _copy(params)
-    try:
-        cache = calls.fprop(work)
-        loss = loss_of(cache)
-    except _StudentError as error:
-        return GradientReport((), problems=(str(error),), tolerance=tolerance,
-                              evaluations=calls.count, **settings)  # type: ignore[arg-type]
-    try:
-        analytic = bprop(cache)
-    except Exception as error:  # noqa: BLE001 - student code may raise anything
-        return GradientReport((), problems=(f"bprop raised {_exception(error)}",), loss=loss,
-                              tolerance=tolerance, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    first = _first_pass(calls, bprop, work, tolerance, settings)
+    if isinstance(first, GradientReport):
+        return first
+    cache, loss, analytic = first
     warnings = _mutations(params, work, "fprop or bprop")
 
     fresh = _copy(params)
@@ -235,7 +220,7 @@ class _Counter:
         try:
             # Fresh x and y each call: an fprop that modifies them cannot skew later calls.
             return self._fprop(self._x.copy(), self._y.copy(), params, **self._kwargs)
-        except Exception as error:  # noqa: BLE001 - student code may raise anything
+        except Exception as error:
             raise _StudentError(f"fprop raised {_exception(error)}") from error
 
     def loss(self, params: Mapping[str, np.ndarray]) -> float:
@@ -248,6 +233,37 @@ def _sample(params: Mapping[str, np.ndarray], max_entries: int | None, seed: int
     from .fast import sample_entries
 
     return sample_entries(params, max_entries, seed)
+
+
+def _settings(params: Mapping[str, np.ndarray], eps: float | None, rtol: float | None,
+              atol: float | None, name: str, method: str) -> tuple[Tolerance, dict[str, object]]:
+    """The tolerance (dtype defaults unless overridden) and the report's settings fields."""
+    dtype = np.result_type(*params.values()) if params else np.dtype(np.float64)
+    defaults = tolerance_for(dtype, warn=True)
+    tolerance = Tolerance(
+        rtol=rtol if rtol is not None else defaults.rtol,
+        atol=atol if atol is not None else defaults.atol,
+        eps=eps if eps is not None else defaults.eps,
+    )
+    return tolerance, dict(dtype=str(dtype), method=method, eps=tolerance.eps, name=name)
+
+
+def _first_pass(calls: _Counter, bprop: Callable[[object], object], work: dict[str, np.ndarray],
+                tolerance: Tolerance, settings: Mapping[str, object]
+                ) -> tuple[object, float, object] | GradientReport:
+    """Run fprop then bprop once: (cache, loss, analytic), or the report of what failed."""
+    try:
+        cache = calls.fprop(work)
+        loss = loss_of(cache)
+    except _StudentError as error:
+        return GradientReport((), problems=(str(error),), tolerance=tolerance,
+                              evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    try:
+        analytic = bprop(cache)
+    except Exception as error:  # noqa: BLE001 - student code may raise anything
+        return GradientReport((), problems=(f"bprop raised {_exception(error)}",), loss=loss,
+                              tolerance=tolerance, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    return cache, loss, analytic
 
 
 def _numerical(

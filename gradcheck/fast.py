@@ -60,19 +60,32 @@ import numpy as np
 from .checking import (
     GradientReport,
     _Counter,
-    _exception,
+    _first_pass,
     _mutations,
     _noise_tolerance,
+    _settings,
     _StudentError,
-    loss_of,
 )
-from .comparison import Bracket, ParameterReport, _structural_problem, compare_gradients, compare_parameter
+from .comparison import (
+    Bracket,
+    ParameterReport,
+    _structural_problem,
+    compare_gradients,
+    compare_parameter,
+)
 from .differentiation import _check_params, central_differences
 from .errors import InvalidArgument
-from .tolerances import Tolerance, tolerance_for
+from .tolerances import Tolerance
 
-__all__ = ["fast_check", "Probe", "DEFAULT_PROBES", "DEFAULT_SAMPLE", "sample_entries",
-           "restrict_to_entries", "direction"]
+__all__ = [
+    "DEFAULT_PROBES",
+    "DEFAULT_SAMPLE",
+    "Probe",
+    "direction",
+    "fast_check",
+    "restrict_to_entries",
+    "sample_entries",
+]
 
 DEFAULT_PROBES = 4
 """Probes per parameter: a network of L layers with biases costs 1 + 16 L loss calls."""
@@ -158,22 +171,15 @@ def fast_check(
             f"probes={probes} and max_entries={max_entries} must be at least 1; "
             f"the default is probes={DEFAULT_PROBES}, max_entries={DEFAULT_SAMPLE}"
         )
-    tolerance, settings = _settings(params, eps, rtol, atol, name)
+    tolerance, settings = _settings(params, eps, rtol, atol, name, "directional")
     calls = _Counter(fprop, x, y, dict(fprop_kwargs or {}))
     # One C-ordered copy for everything: fprop/bprop run on it, then the probes perturb
     # it in place through flat views and restore it from the caller's arrays.
     work = {key: np.array(value, order="C", copy=True) for key, value in params.items()}
-    try:
-        cache = calls.fprop(work)
-        loss = loss_of(cache)
-    except _StudentError as error:
-        return GradientReport((), problems=(str(error),), tolerance=tolerance,
-                              evaluations=calls.count, **settings)  # type: ignore[arg-type]
-    try:
-        analytic = bprop(cache)
-    except Exception as error:  # noqa: BLE001 - student code may raise anything
-        return GradientReport((), problems=(f"bprop raised {_exception(error)}",), loss=loss,
-                              tolerance=tolerance, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    first = _first_pass(calls, bprop, work, tolerance, settings)
+    if isinstance(first, GradientReport):
+        return first
+    cache, loss, analytic = first
     noisy = _noise_tolerance(tolerance, loss, cache)
     del cache  # the cache may hold large activations; the probes do not need it
     warnings = _mutations(params, work, "fprop or bprop") if _changed(params, work) else ()
@@ -431,15 +437,3 @@ def _unexpected(key: object, params: Mapping[str, np.ndarray]) -> ParameterRepor
     return ParameterReport(str(key), "unexpected",
                            message=f"bprop returned a gradient for {key!r}, which is not a parameter "
                                    f"(the parameters are {', '.join(params)})")
-
-
-def _settings(params: Mapping[str, np.ndarray], eps: float | None, rtol: float | None,
-              atol: float | None, name: str) -> tuple[Tolerance, dict[str, object]]:
-    dtype = np.result_type(*params.values()) if params else np.dtype(np.float64)
-    defaults = tolerance_for(dtype, warn=True)
-    tolerance = Tolerance(
-        rtol=rtol if rtol is not None else defaults.rtol,
-        atol=atol if atol is not None else defaults.atol,
-        eps=eps if eps is not None else defaults.eps,
-    )
-    return tolerance, dict(dtype=str(dtype), method="directional", eps=tolerance.eps, name=name)
