@@ -385,6 +385,7 @@ class _Server:
         self._config = config
         self._budget = budget
         self._namespace: dict[str, Any] = {}
+        self._cell_timeout: float | None = None
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
 
@@ -397,6 +398,7 @@ class _Server:
                 return
             op = request.get("op")
             if op == "load":
+                self._cell_timeout = request.get("cell_timeout")
                 self._send(self._load(Path(request["path"])))
             elif op == "call":
                 self._send(self._call(request, request["args"], request["kwargs"]))
@@ -411,7 +413,7 @@ class _Server:
                 self._kernel = loading.load_in_kernel(path)
                 return {"ok": True, "names": list(self._kernel.names),
                         "problems": list(self._kernel.problems)}
-            loaded = loading.load_submission(path)
+            loaded = loading.load_submission(path, cell_timeout=self._cell_timeout)
         except loading.LoadError as exc:
             return {"ok": False, "error": str(exc)}
         except BaseException as exc:  # noqa: BLE001 - whatever happens is reported

@@ -51,7 +51,10 @@ class Limits:
     """Resource limits of a sandbox.
 
     Attributes:
-        call_timeout: Wall-clock seconds per call (and for loading a module or notebook).
+        call_timeout: Wall-clock seconds per call, and per notebook cell while loading (a
+            slower cell, such as a training demo, is stopped and reported; the other cells
+            still run).
+        load_timeout: Wall-clock seconds for loading the whole module or notebook.
         memory_mb: Address-space limit of the child (RLIMIT_AS), in MB.
         max_processes: Processes the child may run at once, itself included.
         output_bytes: Head of the captured stdout+stderr that is kept.
@@ -60,6 +63,7 @@ class Limits:
     """
 
     call_timeout: float = 10.0
+    load_timeout: float = 60.0
     memory_mb: int = 1024
     max_processes: int = 32
     output_bytes: int = 64_000
@@ -273,8 +277,9 @@ class Sandbox:
             self._child = self._start_child()
         except OSError as exc:
             return LoadResult(False, (), (), f"the sandbox could not start: {exc}", 0.0)
-        timeout = self.limits.call_timeout + (_KERNEL_START_SECONDS if self.kernel else 0.0)
-        request = {"op": "load", "path": str(self._scratch_file())}
+        timeout = self.limits.load_timeout + (_KERNEL_START_SECONDS if self.kernel else 0.0)
+        request = {"op": "load", "path": str(self._scratch_file()),
+                   "cell_timeout": self.limits.call_timeout}
         replies, failure = self._child.exchange(
             request, 1, timeout, f"while loading {self.path.name}"
         )

@@ -15,14 +15,17 @@ Example:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib.util
 import linecache
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +83,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-def load_submission(path: Path) -> Loaded:
+def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
     """Execute a submission and return its namespace.
 
     A ``.py`` file runs as a module named after the file (not ``__main__``, so demo blocks
@@ -91,6 +94,9 @@ def load_submission(path: Path) -> Loaded:
 
     Args:
         path: The ``.py`` or ``.ipynb`` file.
+        cell_timeout: Seconds a notebook cell may run before it is stopped and reported
+            (a training demo must not cost the whole notebook), and a module's import may
+            take; None for no limit.
 
     Returns:
         The namespace and the problems met.
@@ -107,9 +113,9 @@ def load_submission(path: Path) -> Loaded:
         # Helpers next to the submission (`import helpers`) must be importable.
         sys.path.insert(0, folder)
     if path.suffix == ".py":
-        return _load_module(path)
+        return _load_module(path, cell_timeout)
     if path.suffix == ".ipynb":
-        return _load_notebook(path)
+        return _load_notebook(path, cell_timeout)
     raise LoadError(f"{path.name} is neither a .py module nor a .ipynb notebook")
 
 
@@ -255,7 +261,7 @@ def _short(text: str) -> str:
 # --- modules -------------------------------------------------------------------------------
 
 
-def _load_module(path: Path) -> Loaded:
+def _load_module(path: Path, timeout: float | None = None) -> Loaded:
     source = _read_source(path)
     code = _compile(source, str(path.resolve()), f"{path.name} has a syntax error")
     module = types.ModuleType(path.stem)
@@ -267,10 +273,13 @@ def _load_module(path: Path) -> Loaded:
     if registered:
         sys.modules[path.stem] = module
     try:
-        exec(code, module.__dict__)
+        with _time_limit(timeout):
+            exec(code, module.__dict__)
     except BaseException as exc:  # noqa: BLE001 - an import-time sys.exit is a failure too
         if registered:
             sys.modules.pop(path.stem, None)
+        if isinstance(exc, CellTimeout):
+            raise LoadError(f"loading {path.name} did not finish within {timeout:g} s") from None
         raise LoadError(f"importing {path.name} {describe_exception(exc)}") from None
     return Loaded(module.__dict__)
 
@@ -297,7 +306,7 @@ def _compile(source: str, filename: str, what: str) -> types.CodeType:
 # --- notebooks ------------------------------------------------------------------------------
 
 
-def _load_notebook(path: Path) -> Loaded:
+def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
     cells = _code_cells(path)
     _STUDENT_ROOTS.append(str(path.resolve().parent))
     shell = _ShellStub()
@@ -313,7 +322,7 @@ def _load_notebook(path: Path) -> Loaded:
     transform = _transformer()
     for number, source in cells:
         shell.cell = number
-        _run_cell(path.name, number, transform(source, shell), namespace, problems)
+        _run_cell(path.name, number, transform(source, shell), namespace, problems, cell_timeout)
         problems.extend(shell.take_notes())
     return Loaded(namespace, tuple(problems))
 
@@ -346,7 +355,8 @@ def _cell_source(cell: Mapping[str, Any]) -> str:
 
 
 def _run_cell(
-    notebook: str, number: int, source: str, namespace: dict[str, Any], problems: list[str]
+    notebook: str, number: int, source: str, namespace: dict[str, Any], problems: list[str],
+    timeout: float | None = None,
 ) -> None:
     filename = f"{notebook} cell {number}"
     # Registered so that tracebacks (and the student's own) can show the cell's lines.
@@ -357,10 +367,38 @@ def _run_cell(
         problems.append(f"{exc} (the cell was skipped)")
         return
     try:
-        exec(code, namespace)
+        with _time_limit(timeout):
+            exec(code, namespace)
+    except CellTimeout:
+        problems.append(f"cell {number} ran for more than {timeout:g} s and was stopped (the "
+                        "functions defined in other cells were kept)")
     except BaseException as exc:  # noqa: BLE001 - one failing demo cell must not stop the load
         what = describe_exception(exc)
         problems.append(f"cell {number} {what} (the functions defined in other cells were kept)")
+
+
+class CellTimeout(BaseException):
+    """Raised inside a notebook cell that ran past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    # SIGALRM interrupts the cell where it is; the sandbox's wall-clock limit on the whole
+    # load still holds if student code swallows the exception.
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise CellTimeout
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _transformer() -> Callable[[str, _ShellStub], str]:

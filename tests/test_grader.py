@@ -176,3 +176,18 @@ def test_fail_under_and_usage_errors_have_their_exit_codes(tmp_path):
     assert bad_path.returncode == 2 and "does not exist" in bad_path.stderr
     bad_name = grade(EXAMPLES, tmp_path / "o4", "--assignment", "resnet")
     assert bad_name.returncode == 2 and "resnet" in bad_name.stderr
+
+
+def test_a_slow_notebook_cell_is_stopped_and_the_rest_still_grades(tmp_path):
+    import nbformat
+
+    submit = tmp_path / "erin"
+    submit.mkdir()
+    cells = [nbformat.v4.new_code_cell(solution_source("three_input")),
+             nbformat.v4.new_code_cell("import time\nfor epoch in range(10_000):\n    time.sleep(0.01)  # training demo"),
+             nbformat.v4.new_code_cell("def update(params, grads, lr):\n    return {k: params[k] - lr * grads[k] for k in params}")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), submit / "three_input.ipynb")
+    result = grade(submit, tmp_path / "out", "--timeout", "1")
+    assert result.returncode == 0, result.stderr
+    assert grades(tmp_path / "out")["erin"]["three_input"] == "10"
+    assert "cell 2 ran for more than 1 s and was stopped" in (tmp_path / "out" / "erin" / "feedback.md").read_text()
