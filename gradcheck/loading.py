@@ -311,7 +311,10 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
     _STUDENT_ROOTS.append(str(path.resolve().parent))
     shell = _ShellStub()
     namespace: dict[str, Any] = {
-        "__name__": path.stem,
+        # As in Jupyter, where every cell runs in __main__: functions a student defined
+        # under `if __name__ == "__main__":` exist, and a slow demo there is stopped by the
+        # cell time limit like any other cell.
+        "__name__": "__main__",
         "__file__": str(path.resolve()),
         "__builtins__": builtins,
         "get_ipython": lambda: shell,

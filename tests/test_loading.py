@@ -171,3 +171,13 @@ def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
         load_submission(tmp_path / "x.txt")
     with pytest.raises(LoadError, match="was not found"):
         load_submission(tmp_path / "absent.py")
+
+
+def test_notebook_cells_run_in_main_as_in_jupyter(tmp_path):
+    import nbformat
+
+    from gradcheck.loading import load_submission
+
+    cells = [nbformat.v4.new_code_cell('if __name__ == "__main__":\n    def fprop(x, y, params):\n        return {"loss": 0.0}')]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "two_hidden.ipynb")
+    assert "fprop" in load_submission(tmp_path / "two_hidden.ipynb").namespace
