@@ -13,6 +13,27 @@ its points for the forward pass itself).
 The reference answers are computed here, in the grader, from ``solutions/``; the child only
 receives inputs (``update`` gets random gradients, never the reference ones) and everything
 it returns is validated before it is compared.
+
+Diagnosis: every failing gradient gets a cause from :mod:`gradcheck.diagnosis`, given the
+network, the example and (when fprop is wrong) the numerical gradient of the student's own
+fprop, so the activation-derivative, bias, key, scale and own-fprop causes all reach
+``feedback.md``. A gradient right on a batch of one example (the worked examples of several
+networks have m = 1) and wrong on the hidden batches is named by
+:func:`~gradcheck.diagnosis.diagnose_batch_sizes`. A gradient consistent with the student's
+own (wrong) fprop says so and, when a simpler cause also fits (a factor 1/m from a loss
+averaged instead of summed), names it too.
+
+Inputs modified in place, and stale state (issue 6): on the first hidden example (random,
+a batch above 1), the grader calls ``bprop`` a second time on the same stored cache; two different
+answers mean bprop changed the cache it was given (a fresh cache then gives the first answer
+again) or depends on state left from an earlier call (it does not). It also asks fprop for its
+whole cache once and compares the entries stored under an input's own name (``x``, ``y``, a
+parameter, ``params``) with what was sent: a difference means fprop modified that input in
+place. These findings are listed under the assignment's problems and **never change a
+score**: every call receives fresh copies of x, y and params and bprop's stored cache is
+fresh for every example, so a mutation cannot leak from one check into another, and the
+checks score the first call's answer, as a student's own training loop would see it. A
+mutation that does make an answer wrong already loses that check's points.
 """
 
 from __future__ import annotations
@@ -27,7 +48,14 @@ import numpy as np
 
 from . import networks
 from .comparison import ParameterReport, compare_gradients, relative_error
-from .diagnosis import annotate
+from .diagnosis import (
+    Diagnosis,
+    annotate,
+    diagnose_batch_sizes,
+    diagnose_gradients,
+    diagnose_repeated_calls,
+)
+from .diagnosis.sentences import consistent_with_own_fprop, mutates_inputs
 from .differentiation import central_differences
 from .networks import Example, Network
 from .results import AssignmentResult, CheckResult
@@ -146,9 +174,15 @@ def grade_assignment(
         missing = [f for f in ("fprop", "bprop", "update") if f not in loaded.names]
         if missing:
             problems.append(f"{source} does not define {', '.join(missing)}")
-        runs = [_run_example(box, network, label, example)
-                for label, example in hidden_examples(network, options.seed, options.hidden)]
+        labelled = hidden_examples(network, options.seed, options.hidden)
+        # Probed on a random example: a worked example may be a fixed point of a mutation
+        # (batch_sigmoid's x is already divided by its maximum).
+        probe = next((i for i, (label, ex) in enumerate(labelled)
+                      if label.startswith("hidden") and ex.batch_size > 1), 0)
+        runs = [_run_example(box, network, label, example, probe=i == probe)
+                for i, (label, example) in enumerate(labelled)]
         output = box.output
+    problems += [found for run in runs for found in run.behaviour if found not in problems]
     checks = _checks(network, runs, options.rubric, figures)
     return AssignmentResult(name, source, tuple(checks), tuple(problems), output=output,
                             seconds=time.perf_counter() - started)
@@ -167,13 +201,18 @@ class _ExampleRun:
     bprop_error: str | None = None
     gradients: tuple[ParameterReport, ...] = ()
     consistent: dict[str, bool] = field(default_factory=dict)
+    simpler: dict[str, Diagnosis] = field(default_factory=dict)
+    """Causes found without the own-fprop hypothesis, for gradients consistent with it."""
     update_error: str | None = None
     update_report: tuple[ParameterReport, ...] = ()
     reference_gradients: Mapping[str, np.ndarray] = field(default_factory=dict)
     student_gradients: object = None
+    behaviour: tuple[str, ...] = ()
+    """Inputs modified in place or stale state, found by repeated calls (never scored)."""
 
 
-def _run_example(box: object, network: Network, label: str, example: Example) -> _ExampleRun:
+def _run_example(box: object, network: Network, label: str, example: Example,
+                 probe: bool = False) -> _ExampleRun:
     from .wire import Ref
 
     solution = network.solution()
@@ -189,17 +228,33 @@ def _run_example(box: object, network: Network, label: str, example: Example) ->
         bprop = box.call("bprop", Ref("cache"))  # type: ignore[attr-defined]
         if bprop.ok:
             run.student_gradients = _plain(bprop.value)
-            reports, problems = compare_gradients(run.student_gradients, reference, GRADING_TOLERANCE)
-            run.gradients = annotate(reports, run.student_gradients, reference, batch_size=_batch(ex))
-            run.bprop_error = problems[0] if problems else None
-            if run.fprop_error and any(not r.ok for r in run.gradients):
-                run.consistent = _consistent_with_own_fprop(box, ex, run)
+            _compare_bprop(box, network, example, run)
+            if probe:
+                run.behaviour = _probe_behaviour(box, example, run)
         else:
             run.bprop_error = bprop.error
     else:
         run.bprop_error = "bprop was not called because fprop failed"
     _run_update(box, ex, run)
     return run
+
+
+def _compare_bprop(box: object, network: Network, example: Example, run: _ExampleRun) -> None:
+    reports, problems = compare_gradients(run.student_gradients, run.reference_gradients,
+                                          GRADING_TOLERANCE)
+    run.bprop_error = problems[0] if problems else None
+    numerical_own = None
+    if run.fprop_error and any(not r.ok for r in reports):
+        run.consistent, numerical_own = _consistent_with_own_fprop(box, example.fresh(), run)
+    run.gradients = annotate(reports, run.student_gradients, run.reference_gradients,
+                             batch_size=_batch(example), network=network, example=example,
+                             numerical_own=numerical_own)
+    if any(run.consistent.values()) and isinstance(run.student_gradients, Mapping):
+        # The own-fprop verdict hides any other cause; ask again without it, so that a
+        # loss averaged instead of summed is named as the factor 1/m as well.
+        run.simpler = diagnose_gradients(run.student_gradients, run.reference_gradients,
+                                         network=network, example=example,
+                                         batch_size=_batch(example))
 
 
 def _loss(result: object, reference_loss: float) -> tuple[str | None, float | None]:
@@ -224,7 +279,13 @@ def _loss(result: object, reference_loss: float) -> tuple[str | None, float | No
     return None, loss
 
 
-def _consistent_with_own_fprop(box: object, ex: Example, run: _ExampleRun) -> dict[str, bool]:
+def _consistent_with_own_fprop(box: object, ex: Example, run: _ExampleRun
+                               ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
+    """Per parameter: does bprop match finite differences of the student's own loss?
+
+    Returns that verdict and the numerical gradient itself (None when the student's fprop
+    fails on a perturbed input), which the diagnosis uses too.
+    """
     # Finite differences of the student's own loss, evaluated in the child, differenced here.
     params = {k: v.copy() for k, v in ex.params.items()}
     arg_sets: list[tuple[object, ...]] = []
@@ -248,9 +309,77 @@ def _consistent_with_own_fprop(box: object, ex: Example, run: _ExampleRun) -> di
     try:
         numerical = central_differences(replay, params, CONSISTENCY_TOLERANCE.eps).gradient
     except (ValueError, StopIteration):
-        return {}
+        return {}, None
     reports, _ = compare_gradients(run.student_gradients, numerical, CONSISTENCY_TOLERANCE)
-    return {r.name: r.ok for r in reports}
+    return {r.name: r.ok for r in reports}, numerical
+
+
+def _probe_behaviour(box: object, example: Example, run: _ExampleRun) -> tuple[str, ...]:
+    """Sentences about inputs modified in place or stale state; empty when all is well."""
+    if not isinstance(run.student_gradients, Mapping):
+        return ()
+    found = [_bprop_twice(box, example, run.student_gradients), _fprop_inputs(box, example)]
+    return tuple(sentence for sentence in found if sentence)
+
+
+def _bprop_twice(box: object, example: Example, first: Mapping[str, object]) -> str | None:
+    from .wire import Ref
+
+    again = box.call("bprop", Ref("cache"))  # type: ignore[attr-defined]
+    if not again.ok:
+        return (f"a second call of bprop on the same cache failed ({again.error}): bprop must "
+                "not change the cache it is given or depend on an earlier call")
+    differ = _repeated(first, _plain(again.value))
+    if not differ:
+        return None
+    # Same inputs, a fresh cache: the first answer again means the state lived in the cache.
+    ex = example.fresh()
+    fresh = box.call("fprop", ex.x, ex.y, dict(ex.params), store="fresh_cache", pick="loss",  # type: ignore[attr-defined]
+                     **ex.options)
+    third = box.call("bprop", Ref("fresh_cache")) if fresh.ok else None  # type: ignore[attr-defined]
+    name = next(iter(differ))
+    if third is not None and third.ok and not _repeated(first, _plain(third.value)):
+        return mutates_inputs(name, "bprop", "the cache it was given").sentence
+    return differ[name].sentence
+
+
+def _repeated(first: Mapping[str, object], second: object) -> dict[str, Diagnosis]:
+    """diagnose_repeated_calls, for whatever the student returned."""
+    if not isinstance(second, Mapping):
+        second = {}
+    try:
+        return diagnose_repeated_calls(first, second)
+    except (TypeError, ValueError):  # values that are not numbers: nothing to compare
+        return {}
+
+
+def _fprop_inputs(box: object, example: Example) -> str | None:
+    ex = example.fresh()
+    whole = box.call("fprop", ex.x, ex.y, dict(ex.params), **ex.options)  # type: ignore[attr-defined]
+    cache = _plain(whole.value) if whole.ok else None
+    if not isinstance(cache, Mapping):
+        return None  # a cache that cannot be sent back is the student's right
+    sent = {"x": example.x, "X": example.x, "y": example.y, "Y": example.y, **example.params}
+    before: dict[str, object] = {}
+    after: dict[str, object] = {}
+    for key, value in sent.items():
+        if _same_kind(cache.get(key), value):
+            before[key], after[key] = value, cache[key]
+    params = cache.get("params")
+    if isinstance(params, Mapping):
+        kept = {k: v for k, v in example.params.items() if _same_kind(params.get(k), v)}
+        before["params"] = kept
+        after["params"] = {k: params[k] for k in kept}
+    names = list(example.params)
+    found = diagnose_repeated_calls({names[0]: 0.0}, {names[0]: 0.0}, before=before,
+                                    after=after, who="fprop")
+    return found[names[0]].sentence if found else None
+
+
+def _same_kind(stored: object, sent: np.ndarray) -> bool:
+    # Only an exact float64 copy is comparable: a student may keep x as float32 on purpose.
+    return (isinstance(stored, np.ndarray) and stored.dtype == np.float64
+            and stored.shape == sent.shape)
 
 
 def _run_update(box: object, ex: Example, run: _ExampleRun) -> None:
@@ -307,7 +436,7 @@ def _checks(network: Network, runs: Sequence[_ExampleRun], rubric: Rubric,
     checks = [_fprop_check(network.name, runs, rubric)]
     names = list(runs[0].example.params) if runs else list(network.param_shapes())
     share = rubric.bprop / len(names)
-    checks += [_bprop_check(network.name, p, runs, share, rubric, figures) for p in names]
+    checks += [_bprop_check(network, p, runs, share, rubric, figures) for p in names]
     checks.append(_update_check(network.name, runs, rubric))
     return checks
 
@@ -327,11 +456,33 @@ def _fprop_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) -
                            f"Compared {what}: all match.")
     return CheckResult(assignment, "fprop", "fprop", 0.0, rubric.fprop, False,
                        f"Compared {what}: failed on {failed.label}.",
-                       details=(failed.fprop_error or "",), example=failed.label)
+                       details=(failed.fprop_error or "",), example=failed.label,
+                       diagnosis=_template_sentence("fprop", failed.fprop_error) or _loss_factor(failed))
 
 
-def _bprop_check(assignment: str, param: str, runs: Sequence[_ExampleRun], share: float,
+def _loss_factor(run: _ExampleRun) -> str:
+    """Name a wrong loss that is the reference times a recognisable factor, else ""."""
+    if run.loss is None or run.reference_loss == 0.0:
+        return ""
+    m = _batch(run.example)
+    ratio = run.loss / run.reference_loss
+    named = {
+        "the reference loss divided by the batch size m = {m}: the loss is the sum over the "
+        "batch, not the mean": 1.0 / m,
+        "m = {m} times the reference loss: sum the loss over the batch once": float(m),
+        "twice the reference loss: the squared loss has the factor 0.5": 2.0,
+        "half the reference loss: this network's loss has no factor 0.5": 0.5,
+        "the reference loss with the sign flipped": -1.0,
+    }
+    for words, factor in named.items():
+        if factor != 1.0 and abs(ratio - factor) <= GRADING_TOLERANCE.rtol * abs(factor):
+            return f"your loss is {words.format(m=m)}."
+    return ""
+
+
+def _bprop_check(network: Network, param: str, runs: Sequence[_ExampleRun], share: float,
                  rubric: Rubric, figures: Callable[[str, np.ndarray, np.ndarray], str | None] | None) -> CheckResult:
+    assignment = network.name
     what = f"your bprop's d{param} against the reference gradient on {_examples_phrase(runs)}"
     name = f"bprop: {param}"
     failures = [(r, _report(r, param)) for r in runs]
@@ -340,17 +491,9 @@ def _bprop_check(assignment: str, param: str, runs: Sequence[_ExampleRun], share
         return CheckResult(assignment, name, "bprop", share, share, True, f"Compared {what}: all match.")
     run, report = failing[0]
     details = [_failure_line(run, param, report)]
-    diagnosis = report.hint if report is not None else ""
-    batch_one = [r for r, rep in failures if rep is not None and rep.ok and _batch(r.example) == 1]
-    if batch_one and all(_batch(r.example) > 1 for r, _ in failing):
-        diagnosis = (f"d{param} is right for a batch of one example but wrong for larger batches: "
-                     "check how you sum over the examples (axis, keepdims) and that nothing assumes m = 1")
     consistent = all(r.consistent.get(param, False) for r, _ in failing)
-    score = 0.0
-    if consistent:
-        score = share * rubric.consistent_fraction
-        diagnosis = (f"your bprop is consistent with your fprop (d{param} matches finite differences "
-                     "of your own loss); the forward pass is wrong, so fix fprop first")
+    diagnosis = _diagnosis(network, param, failures, failing, consistent)
+    score = share * rubric.consistent_fraction if consistent else 0.0
     figure = None
     if figures is not None and report is not None and report.status == "mismatch":
         student = np.asarray(run.student_gradients[param], dtype=np.float64)  # type: ignore[index]
@@ -360,6 +503,67 @@ def _bprop_check(assignment: str, param: str, runs: Sequence[_ExampleRun], share
                        diagnosis=diagnosis, example=run.label,
                        relative_error=_finite(report.max_relative_error) if report else None,
                        figure=figure)
+
+
+def _diagnosis(network: Network, param: str,
+               failures: Sequence[tuple[_ExampleRun, ParameterReport | None]],
+               failing: Sequence[tuple[_ExampleRun, ParameterReport | None]], consistent: bool) -> str:
+    """One diagnosis sentence for a failing parameter, each cause said once."""
+    run, report = failing[0]
+    if report is None:
+        return _unanswered(run, param)
+    found = report.extras.get("diagnosis")
+    found = found if isinstance(found, Diagnosis) else None
+    one = next((r for r, rep in failures if rep is not None and rep.ok and _batch(r.example) == 1), None)
+    if one is not None and all(_batch(r.example) > 1 for r, _ in failing) and (
+            found is None or not found.recognised):
+        # Right at m = 1, wrong at m > 1, and no specific cause at m > 1 (a missing
+        # derivative can hide at m = 1 too; that cause is the more useful one).
+        found = _batch_diagnosis(network, param, one, run) or found
+    if not consistent:
+        return found.sentence if found is not None else report.hint
+    own = found if found is not None and found.cause == "consistent_with_own_fprop" else \
+        consistent_with_own_fprop(param, {})
+    sentence = f"your bprop is consistent with your fprop: {own.sentence}"
+    simpler = run.simpler.get(param)
+    if simpler is not None and simpler.recognised and simpler.cause != own.cause:
+        sentence += f" The numbers also show a simpler pattern: {simpler.sentence}"
+    return sentence
+
+
+def _batch_diagnosis(network: Network, param: str, one: _ExampleRun, many: _ExampleRun) -> Diagnosis | None:
+    found = diagnose_batch_sizes(one.student_gradients, one.reference_gradients,  # type: ignore[arg-type]
+                                 many.student_gradients, many.reference_gradients,  # type: ignore[arg-type]
+                                 network=network, example_many=many.example,
+                                 batch_size=_batch(many.example))
+    return found.get(param)
+
+
+def _unanswered(run: _ExampleRun, param: str) -> str:
+    """The cause when bprop gave no gradient at all: not implemented, or fprop not yet."""
+    answer = run.student_gradients
+    if _not_implemented(run.bprop_error):
+        answer = NotImplementedError()
+    if answer is not None and not isinstance(answer, Mapping):  # an exception, or not a dict
+        return diagnose_gradients(answer, run.reference_gradients)[param].sentence  # type: ignore[arg-type]
+    if _not_implemented(run.fprop_error):
+        return ("bprop could not be checked: fprop is not implemented yet (it raises "
+                "NotImplementedError), and bprop needs the cache that fprop returns.")
+    return ""
+
+
+def _template_sentence(function: str, error: str | None) -> str:
+    """The cause of an fprop or update that is still the assignment's template, else ""."""
+    if not _not_implemented(error):
+        return ""
+    what = {"fprop": "the forward pass, returning the cache with its \"loss\"",
+            "update": "one gradient-descent step, p - lr * dp for every parameter"}[function]
+    return (f"{function} is not implemented yet (it raises NotImplementedError): replace the "
+            f"`raise NotImplementedError` with {what}.")
+
+
+def _not_implemented(error: str | None) -> bool:
+    return bool(error) and "raised NotImplementedError" in error  # type: ignore[operator]
 
 
 def _update_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) -> CheckResult:
@@ -373,7 +577,8 @@ def _update_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) 
                           f"expected {bad.reference:.8g} (relative error {bad.max_relative_error:.2e})")
             return CheckResult(assignment, "update", "update", 0.0, rubric.update, False,
                                f"Compared {what}: failed on {run.label}.", details=(detail,),
-                               example=run.label)
+                               example=run.label,
+                               diagnosis=_template_sentence("update", run.update_error))
     return CheckResult(assignment, "update", "update", rubric.update, rubric.update, True,
                        f"Compared {what}: all match.")
 
