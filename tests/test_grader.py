@@ -191,3 +191,12 @@ def test_a_slow_notebook_cell_is_stopped_and_the_rest_still_grades(tmp_path):
     assert result.returncode == 0, result.stderr
     assert grades(tmp_path / "out")["erin"]["three_input"] == "10"
     assert "cell 2 ran for more than 1 s and was stopped" in (tmp_path / "out" / "erin" / "feedback.md").read_text()
+
+
+def test_kernel_mode_grades_a_notebook_in_a_real_jupyter_kernel(tmp_path):
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("nbclient")
+    result = grade(EXAMPLES / "bob", tmp_path / "out", "--kernel", "--assignment", "two_hidden")
+    assert result.returncode == 0, result.stderr
+    assert grades(tmp_path / "out")["bob"]["two_hidden"] == "10"
+    assert "training_data.csv" in (tmp_path / "out" / "bob" / "feedback.md").read_text()
