@@ -72,7 +72,7 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
           timeout: float, memory_mb: int, seed: int, fail_under: float | None, kernel: bool,
           resume: bool, shard: tuple[int, int] | None, user: str | None) -> None:
     """Grade SUBMIT_DIR: one student's files, or one folder per student."""
-    from .grading import RunOptions, clear_cache, grade_folder, run_info
+    from .grading import RunOptions, clear_cache, grade_folder, run_info, user_problem
     from .reports import write_outputs
     from .scoring import GradingOptions
     from .submissions import discover
@@ -89,6 +89,8 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
         resume=resume,
         shard=shard,
     )
+    if user is not None and (problem := user_problem(user)):
+        raise click.UsageError(problem)
     if not resume:
         clear_cache(out_dir)
     students = _grade_with_progress(submit_dir, options, grade_folder)

@@ -8,6 +8,7 @@ on the number of workers: every example is drawn from the seed and the assignmen
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from .results import AssignmentResult, RunInfo, StudentResult
 from .scoring import GradingOptions, grade_assignment, missing_assignment
 from .submissions import Submission, content_hash, discover, snapshot
 
-__all__ = ["RunOptions", "grade_folder", "select_shard", "run_info"]
+__all__ = ["RunOptions", "grade_folder", "select_shard", "run_info", "user_problem"]
 
 _FIGURE_LOCK = threading.Lock()
 
@@ -78,13 +79,19 @@ def grade_folder(
         on_total: called once with the number of jobs, before grading starts.
     """
     submissions = select_shard(discover(submit_dir, options.assignments), options.shard)
+    _prepare_out_dir(options)
+    # mkdtemp makes the folder 0700: with --user, student code can neither read nor change
+    # the other students' snapshots.
     with tempfile.TemporaryDirectory(prefix="gradcheck-snapshots-") as scratch:
         snapshots = [snapshot(s, Path(scratch) / f"{i:05d}") for i, s in enumerate(submissions)]
+        # Taken before any student code runs, so these bytes are what each student submitted.
+        pristine = {(s.folder, name): file.read_bytes() for s in snapshots for name, file in s.files.items()}
         jobs = [(s, name) for s in snapshots for name in options.assignments]
         if on_total:
             on_total(len(jobs))
 
         def run(job: tuple[Submission, str]) -> AssignmentResult:
+            _restore_if_tampered(job[0], job[1], pristine.get((job[0].folder, job[1])))
             result = _grade_job(job[0], job[1], options)
             if progress:
                 progress(f"{job[0].student}/{job[1]}")
@@ -107,8 +114,9 @@ def _grade_job(submission: Submission, name: str, options: RunOptions) -> Assign
     rubric = options.grading.rubric
     if file is None:
         return missing_assignment(name, rubric, f"{name}.py or {name}.ipynb is missing")
-    digest = content_hash(file)
-    cached = _cached(options, submission.student, name, digest)
+    digest = submission.digests.get(name) or content_hash(file)
+    key = _cache_key(options, digest, submission.folder_digest)
+    cached = _cached(options, submission.student, name, key)
     if cached is not None:
         return cached
     figures = _figure_writer(options, submission.student) if options.figures else None
@@ -117,12 +125,48 @@ def _grade_job(submission: Submission, name: str, options: RunOptions) -> Assign
                                   relative_source=str(file.relative_to(submission.folder)),
                                   figures=figures)
     except Exception as error:  # noqa: BLE001 - one broken job must never stop the run
+        # Not cached: a grader failure is not the student's result, --resume tries again.
         result = missing_assignment(
             name, rubric, f"the grader could not grade {file.name}: {type(error).__name__}: {error}")
+        return AssignmentResult(result.assignment, result.source, result.checks, result.problems,
+                                result.output, round(result.seconds, 3), digest)
     result = AssignmentResult(result.assignment, result.source, result.checks, result.problems,
                               result.output, round(result.seconds, 3), digest)
-    _store(options, submission.student, name, result)
+    _store(options, submission.student, name, key, result)
     return result
+
+
+def _restore_if_tampered(submission: Submission, name: str, pristine: bytes | None) -> None:
+    """Put back a snapshot file that another student's code changed (possible without --user).
+
+    Student code that runs as the grader's own user can write anywhere the grader can,
+    including the other snapshots; what is graded is still what was submitted.
+    """
+    file = submission.files.get(name)
+    if file is None or pristine is None or submission.digests.get(name) is None:
+        return
+    if content_hash(file) != submission.digests[name]:
+        file.unlink(missing_ok=True)  # a symlink planted in its place is removed, not followed
+        file.write_bytes(pristine)
+
+
+def _prepare_out_dir(options: RunOptions) -> None:
+    """Create the cache folder private to the grader, and drop leftovers of a killed run.
+
+    With ``--user`` the output folder is closed to other users too: student code running
+    as that user cannot read other students' results or plant files in it.
+    """
+    if options.out_dir is None:
+        return
+    cache = options.out_dir / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache, 0o700)
+    if options.grading.user is not None:
+        os.chmod(options.out_dir, os.stat(options.out_dir).st_mode & 0o770)
+    # atomic_write's temporary files ("..name.XXXX.tmp") that a SIGKILL left behind.
+    for stale in options.out_dir.rglob(".*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
 
 
 # -- --resume cache -------------------------------------------------------------------------
@@ -136,33 +180,37 @@ def _cache_path(options: RunOptions, student: str, name: str) -> Path | None:
     return options.out_dir / ".cache" / student_folder(student) / f"{name}.json"
 
 
-def _cache_key(options: RunOptions, digest: str) -> dict[str, object]:
-    return {"hash": digest, "version": __version__, "seed": options.grading.seed,
-            "rubric": options.grading.rubric.to_dict(), "hidden": options.grading.hidden}
+def _cache_key(options: RunOptions, digest: str, folder_digest: str = "") -> dict[str, object]:
+    # Everything a result depends on: the file, the rest of the folder (helper modules, data
+    # files a notebook reads), the grader, the examples, the rubric and the limits.
+    grading = options.grading
+    return {"hash": digest, "folder": folder_digest, "version": __version__, "seed": grading.seed,
+            "rubric": grading.rubric.to_dict(), "hidden": grading.hidden,
+            "timeout": grading.timeout, "memory_mb": grading.memory_mb, "kernel": grading.kernel}
 
 
-def _cached(options: RunOptions, student: str, name: str, digest: str) -> AssignmentResult | None:
+def _cached(options: RunOptions, student: str, name: str, key: dict[str, object]) -> AssignmentResult | None:
     path = _cache_path(options, student, name)
-    if not options.resume or path is None or not path.is_file():
+    if not options.resume or path is None or not path.is_file() or path.is_symlink():
         return None
     try:
         data = json.loads(path.read_text())
-        if data.get("key") != _cache_key(options, digest):
+        if data.get("key") != key:
             return None
         return AssignmentResult.from_dict(data["result"])
     except (ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is graded again, never trusted
 
 
-def _store(options: RunOptions, student: str, name: str, result: AssignmentResult) -> None:
+def _store(options: RunOptions, student: str, name: str, key: dict[str, object],
+           result: AssignmentResult) -> None:
     path = _cache_path(options, student, name)
     if path is None:
         return
     from .reports import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps({"key": _cache_key(options, result.content_hash),
-                                   "result": result.to_dict()}))
+    atomic_write(path, json.dumps({"key": key, "result": result.to_dict()}))
 
 
 def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarray, np.ndarray], str | None] | None:
@@ -185,6 +233,45 @@ def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarr
         return str(path.relative_to(folder)) if path is not None else None
 
     return write
+
+
+def user_problem(user: str) -> str | None:
+    """Why student code cannot run as ``user`` (``--user``), or None when it can.
+
+    The child is forked from the grader's interpreter and then drops to ``user``, so that
+    user must be able to read Python's standard library and the installed packages; a
+    Python installed under /root (pyenv, a venv made from it) is not readable by others.
+
+    Example:
+        >>> user_problem("no-such-user-gradcheck")
+        "there is no user 'no-such-user-gradcheck' to run submissions as"
+    """
+    import pwd
+    import subprocess
+    import sys
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"there is no user {user!r} to run submissions as"
+    if os.geteuid() != 0:
+        return f"running submissions as {user!r} needs the grader to run as root"
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    probe = "import csv, glob, json, numpy, nbformat, gradcheck.loading"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", probe], user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+            env={"PYTHONPATH": package_parent, "PATH": os.environ.get("PATH", "")}, cwd="/",
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        failure = f"{type(error).__name__}: {error}"
+    else:
+        if result.returncode == 0:
+            return None
+        failure = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    return (f"--user {user}: that user cannot run this Python ({sys.executable}) with gradcheck "
+            f"and numpy ({failure}); install Python and the packages where {user} can read "
+            f"them (e.g. a virtual environment outside /root, made world-readable)")
 
 
 def clear_cache(out_dir: Path) -> None:

@@ -14,15 +14,17 @@ touched by student code.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Submission", "discover", "snapshot", "content_hash"]
 
 _IGNORED = {"__pycache__", ".ipynb_checkpoints", ".git", ".DS_Store", "__MACOSX"}
 _SNAPSHOT_LIMIT = 50 * 1024 * 1024  # a student folder larger than this is not copied whole
+_SNAPSHOT_ATTEMPTS = 5  # copies of a folder that keeps changing before the last one is kept
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Submission:
     """Assignment name -> file, for the assignments found."""
     unknown: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    digests: dict[str, str] = field(default_factory=dict)
+    """Assignment name -> SHA-256 of the file's bytes in the snapshot (empty before one)."""
+    folder_digest: str = ""
+    """SHA-256 over every snapshot file's relative path and bytes (helpers, data files)."""
 
 
 def discover(submit_dir: Path, assignments: Sequence[str]) -> list[Submission]:
@@ -58,23 +64,85 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
 
     Files are copied one by one up to a total of 50 MB (data files a notebook reads are
     kept; a huge folder cannot fill the disk); symbolic links are not followed, so a link
-    to /etc or to another student's folder is not copied.
+    to /etc or to another student's folder is not copied. A folder that changes while it is
+    copied (a sync client, a student still uploading) is copied again until two listings
+    of it agree, so the snapshot is one consistent state, never half old and half new.
+    The returned submission carries the digests of exactly the bytes that were copied.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "alice").mkdir(), (root / "alice" / "two_hidden.py").write_text("x = 1")
+        >>> [alice] = discover(root, ["two_hidden"])
+        >>> copy = snapshot(alice, root / "snap")
+        >>> copy.files["two_hidden"].read_text(), copy.digests["two_hidden"] == content_hash(alice.files["two_hidden"])
+        ('x = 1', True)
+    """
+    notes = submission.notes
+    for attempt in range(_SNAPSHOT_ATTEMPTS):
+        before = _fingerprint(submission.folder)
+        if attempt:
+            shutil.rmtree(destination, ignore_errors=True)
+        copied = _copy_folder(submission.folder, destination)
+        if _fingerprint(submission.folder) == before:
+            break
+    else:
+        notes += ("the folder kept changing while it was copied for grading: the last copy was "
+                  "graded",)
+    files = {name: destination / file.relative_to(submission.folder) for name, file in submission.files.items()}
+    files = {name: path for name, path in files.items() if path.is_file()}
+    digests = {name: hashlib.sha256(copied[path]).hexdigest() for name, path in files.items() if path in copied}
+    folder = hashlib.sha256()
+    for path in sorted(copied):
+        folder.update(str(path.relative_to(destination)).encode("utf-8", "surrogateescape") + b"\0")
+        folder.update(hashlib.sha256(copied[path]).digest())
+    return Submission(submission.student, destination, files, submission.unknown, notes,
+                      digests, folder.hexdigest())
+
+
+def _copy_folder(source: Path, destination: Path) -> dict[Path, bytes]:
+    """Copy ``source`` to ``destination``; return each copied file's bytes, by target path.
+
+    Each file is read once and written from those bytes, so its digest is the digest of
+    what was written, whatever happens to the original meanwhile.
     """
     destination.mkdir(parents=True, exist_ok=True)
     budget = _SNAPSHOT_LIMIT
-    for path in sorted(submission.folder.rglob("*")):
-        relative = path.relative_to(submission.folder)
+    copied: dict[Path, bytes] = {}
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
         if path.is_symlink() or any(part in _IGNORED for part in relative.parts):
             continue
         target = destination / relative
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         elif path.is_file() and path.stat().st_size <= budget:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # deleted (or made unreadable) while we copied: the retry sees it
+            if len(data) > budget:
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            budget -= path.stat().st_size
-    files = {name: destination / file.relative_to(submission.folder) for name, file in submission.files.items()}
-    return Submission(submission.student, destination, files, submission.unknown, submission.notes)
+            target.write_bytes(data)
+            copied[target] = data
+            budget -= len(data)
+    return copied
+
+
+def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the folder looks like (names, sizes, modification times), to notice changes."""
+    entries = []
+    for current, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in _IGNORED)
+        for name in sorted(names):
+            path = Path(current, name)
+            try:
+                stat = path.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            entries.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
 
 
 def content_hash(path: Path) -> str:
