@@ -251,6 +251,9 @@ def _describe_value(value: object) -> str:
         return "None"
     marked = getattr(value, "type_name", None)  # a value the process boundary could not carry
     if isinstance(marked, str):
+        summary = getattr(value, "summary", "")
+        if marked == "numpy.ndarray" and summary:
+            return f"an {summary} (gradients must be float arrays)"
         return f"a {marked}"
     kind = type(value).__name__
     if isinstance(value, np.ndarray):

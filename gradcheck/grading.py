@@ -7,13 +7,14 @@ on the number of workers: every example is drawn from the seed and the assignmen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def grade_folder(
     _prepare_out_dir(options)
     # mkdtemp makes the folder 0700: with --user, student code can neither read nor change
     # the other students' snapshots.
-    with tempfile.TemporaryDirectory(prefix="gradcheck-snapshots-") as scratch:
+    with _snapshot_root(options.out_dir) as scratch:
         snapshots = [snapshot(s, Path(scratch) / f"{i:05d}") for i, s in enumerate(submissions)]
         # Taken before any student code runs, so these bytes are what each student submitted.
         pristine = {(s.folder, name): file.read_bytes() for s in snapshots for name, file in s.files.items()}
@@ -107,6 +108,26 @@ def grade_folder(
                       seconds=round(sum(a.seconds for a in by_student.get(s.student, ())), 3))
         for s in snapshots
     ]
+
+
+@contextlib.contextmanager
+def _snapshot_root(out_dir: Path | None) -> Iterator[Path]:
+    """A private folder for the snapshots, removed afterwards.
+
+    Under ``OUT/.snapshots`` when there is an output folder: a grader killed with SIGKILL
+    cannot clean up, and the next run over the same folder then removes what it left.
+    """
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="gradcheck-snapshots-") as scratch:
+            yield Path(scratch)
+        return
+    root = out_dir / ".snapshots"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, mode=0o700)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _grade_job(submission: Submission, name: str, options: RunOptions) -> AssignmentResult:

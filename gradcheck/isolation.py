@@ -369,7 +369,8 @@ def _signal_text(number: int) -> str:
 
 def _signal_hint(number: int, limits: Limits) -> str:
     if number == signal.SIGKILL:
-        return f": probably the memory limit of {limits.memory_mb} MB"
+        return (f": it ran out of its memory limit of {limits.memory_mb} MB, or killed itself "
+                "or its process group")
     if number == signal.SIGSEGV:
         return ": a crash, for example a C stack overflow from too deep a recursion"
     return ""

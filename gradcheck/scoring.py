@@ -161,7 +161,9 @@ def grade_assignment(
 
     network = networks.get(name)
     started = time.perf_counter()
-    limits = Limits(call_timeout=options.timeout, memory_mb=options.memory_mb)
+    # A whole notebook may hold several slow demo cells, each stopped at the call limit.
+    limits = Limits(call_timeout=options.timeout, load_timeout=max(30.0, 6 * options.timeout),
+                    memory_mb=options.memory_mb)
     source = relative_source or file.name
     with Sandbox(file, limits=limits, kernel=options.kernel, user=options.user) as box:
         loaded = box.load()
@@ -183,6 +185,8 @@ def grade_assignment(
                 for i, (label, example) in enumerate(labelled)]
         output = box.output
     problems += [found for run in runs for found in run.behaviour if found not in problems]
+    # A key that is not a parameter costs nothing, but the student should know it is ignored.
+    problems += [f"{report.message}; it was ignored" for report in _unexpected(runs)]
     checks = _checks(network, runs, options.rubric, figures)
     return AssignmentResult(name, source, tuple(checks), tuple(problems), output=output,
                             seconds=time.perf_counter() - started)
@@ -581,6 +585,15 @@ def _update_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) 
                                diagnosis=_template_sentence("update", run.update_error))
     return CheckResult(assignment, "update", "update", rubric.update, rubric.update, True,
                        f"Compared {what}: all match.")
+
+
+def _unexpected(runs: Sequence[_ExampleRun]) -> list[ParameterReport]:
+    seen: dict[str, ParameterReport] = {}
+    for run in runs:
+        for report in run.gradients:
+            if report.status == "unexpected":
+                seen.setdefault(report.name, report)
+    return list(seen.values())
 
 
 def _report(run: _ExampleRun, param: str) -> ParameterReport | None:
