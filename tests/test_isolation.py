@@ -178,8 +178,8 @@ def test_infinite_loop_costs_one_call_then_a_fresh_child(box: Sandbox) -> None:
     [
         ("bye", "bye called sys.exit(0)"),
         ("hard_exit", "process exited with status 0 during hard_exit"),
-        ("suicide", "process was killed by signal 9 (SIGKILL) during suicide: probably the "
-                    "memory limit of 1024 MB"),
+        ("suicide", "process was killed by signal 9 (SIGKILL) during suicide: it ran out of its "
+                    "memory limit of 1024 MB, or killed itself or its process group"),
         ("recurse", "recurse raised RecursionError: maximum recursion depth exceeded "
                     "(line 34 of two_hidden.py)"),
         ("ask", "ask raised EOFError"),
