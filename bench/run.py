@@ -11,7 +11,9 @@
   <= 50, against 2,000,001 for the full check) and wall time in units of one loss call.
 - ``memory``: peak RSS of that fast check (in a fresh subprocess, ``resource.getrusage``)
   over the memory of the parameters (target < 3).
-- ``throughput``: grading throughput (target 3); skipped until ``grader.py`` can grade.
+- ``throughput``: ``grader.py --workers 2`` on 200 generated students (five modules each,
+  60% correct, the others with one-line bugs of ``tests/bug_corpus.py``) against 200 bare
+  ``python -c "import numpy"`` starts (target: faster in total).
 
 Adding a benchmark is one function ``bench_NAME(options) -> list[Row]`` registered in
 :data:`BENCHMARKS`. BLAS runs on one thread unless the environment says otherwise, so
@@ -321,15 +323,131 @@ def bench_memory(options: Options) -> list[Row]:
 # -- target 3: grading throughput ----------------------------------------------------------
 
 
-def bench_throughput(options: Options) -> list[Row]:
-    """Target 3: 200 generated submissions with --workers 2 against 200 bare python starts.
+THROUGHPUT_ASSIGNMENTS = ("three_node", "batch_sigmoid", "two_hidden", "binary_classifier", "three_input")
+STUDENTS = 200
 
-    Not written yet: it needs the grader (issue 7 depends on it). Replace this body with
-    the measurement; the harness prints whatever rows it returns.
+
+def _bug_corpus() -> object:
+    """``tests/bug_corpus.py`` (one-line bugs of the solutions), loaded by path."""
+    import importlib.util
+
+    name = "gradcheck_bench_bug_corpus"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "bug_corpus.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _with_bug(source: str, old: str, new: str) -> str:
+    lines = source.splitlines()
+    hits = [i for i, line in enumerate(lines) if line.strip() == old]
+    assert len(hits) == 1, f"{old!r} occurs {len(hits)} times"
+    indent = lines[hits[0]][: len(lines[hits[0]]) - len(lines[hits[0]].lstrip())]
+    lines[hits[0]] = indent + new
+    return "\n".join(lines) + "\n"
+
+
+def write_submissions(folder: Path, students: int = STUDENTS, correct_share: float = 0.6) -> dict[str, bool]:
+    """One folder per student with the five document assignments as modules.
+
+    The first ``correct_share`` of every five students submit the reference solutions; the
+    others submit, for every assignment, the solution with one line of the bug corpus
+    changed (cycling through the corpus). Returns student -> all correct.
+
+    Example:
+        >>> import tempfile
+        >>> sum(write_submissions(Path(tempfile.mkdtemp()), 10).values())
+        6
     """
-    return [Row("throughput", "200 submissions", "grader.py --workers 2",
-                note="skipped: the grading-throughput benchmark is added with the grader "
-                     "(grader.py cannot be benchmarked from here yet)")]
+    corpus = _bug_corpus()
+    bugs = {name: [b for b in corpus.BUGS if b.assignment == name] for name in THROUGHPUT_ASSIGNMENTS}
+    sources = {name: (networks.solutions_dir() / f"{name}.py").read_text() for name in THROUGHPUT_ASSIGNMENTS}
+    correct_per_five = round(5 * correct_share)
+    plan = {}
+    for i in range(students):
+        student = f"student{i:04d}"
+        correct = i % 5 < correct_per_five
+        plan[student] = correct
+        (folder / student).mkdir(parents=True)
+        for j, name in enumerate(THROUGHPUT_ASSIGNMENTS):
+            source = sources[name]
+            if not correct:
+                bug = bugs[name][(i + j) % len(bugs[name])]
+                source = _with_bug(source, bug.old, bug.new)
+            (folder / student / f"{name}.py").write_text(source)
+    return plan
+
+
+def _bare_starts(count: int) -> float:
+    """Wall time of ``count`` sequential ``python -c "import numpy"`` processes."""
+    start = time.perf_counter()
+    for _ in range(count):
+        subprocess.run([sys.executable, "-c", "import numpy"], check=True, env=os.environ.copy())
+    return time.perf_counter() - start
+
+
+def _grade(submit: Path, out: Path, workers: int = 2) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(ROOT / "grader.py"), str(submit), "--workers",
+                             str(workers), "--out", str(out)], capture_output=True, text=True,
+                            env=os.environ.copy(), cwd=ROOT, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"grader.py exited with status {result.returncode}:\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def _full_marks(out: Path, plan: dict[str, bool]) -> tuple[int, int]:
+    """(correct students with full marks, buggy students below full marks) in grades.csv."""
+    import csv
+
+    with open(out / "grades.csv", newline="") as handle:
+        rows = {row["student"]: row for row in csv.DictReader(handle)}
+    full = {s: float(rows[s]["total"]) == float(rows[s]["max_total"]) for s in plan}
+    return (sum(full[s] for s in plan if plan[s]), sum(not full[s] for s in plan if not plan[s]))
+
+
+def bench_throughput(options: Options) -> list[Row]:
+    """Target 3: grade 200 generated students (5 modules each) with ``--workers 2``.
+
+    The grader runs as a real ``python grader.py`` subprocess and is timed wall clock, from
+    the command to its exit (interpreter start, fork server, snapshots, every sandboxed
+    job, reports). The baseline, measured in the same run, is 200 sequential bare
+    ``python -c "import numpy"`` starts: a grader that started one plain process per
+    student would pay at least that. Isolation is kept: every (student, assignment) job
+    runs in its own freshly forked child. The figures keep the best of ``--repeat``
+    (interleaved, so that drift of the machine hits both).
+    """
+    import tempfile
+
+    students = 20 if options.quick else STUDENTS
+    jobs = students * len(THROUGHPUT_ASSIGNMENTS)
+    with tempfile.TemporaryDirectory(prefix="gradcheck-bench-") as scratch:
+        submit = Path(scratch) / "submit"
+        plan = write_submissions(submit, students)
+        grading, bare = float("inf"), float("inf")
+        for attempt in range(options.repeat):
+            out = Path(scratch) / f"out{attempt}"
+            grading = min(grading, _grade(submit, out))
+            bare = min(bare, _bare_starts(students))
+        correct, caught = _full_marks(out, plan)
+    n_correct = sum(plan.values())
+    per_start = bare / students
+    case = f"{students} students x {len(THROUGHPUT_ASSIGNMENTS)} modules ({jobs} jobs)"
+    return [
+        Row("throughput", case, f"{students} bare python -c 'import numpy'", seconds=bare, ratio=1.0,
+            unit="x (bare starts)", note=f"one start {per_start * 1e3:.0f} ms"),
+        Row("throughput", case, "grader.py --workers 2", seconds=grading, ratio=grading / bare,
+            unit="x (bare starts)", target="< 1",
+            note=f"{60 * students / grading:,.0f} students/min ({60 * jobs / grading:,.0f} modules/min); "
+                 f"{grading / students * 1e3:.0f} ms per student = {grading / students / per_start:.2f} "
+                 f"bare starts, {grading / jobs * 1e3:.0f} ms per module; full marks for "
+                 f"{correct}/{n_correct} correct and {students - n_correct - caught}/{students - n_correct} "
+                 f"buggy students; a fresh child per job"),
+    ]
 
 
 BENCHMARKS: dict[str, Callable[[Options], list[Row]]] = {

@@ -17,6 +17,7 @@ Three roles, all started with ``python -m gradcheck._child ROLE ...``:
 from __future__ import annotations
 
 import ctypes
+import gc
 import io
 import json
 import os
@@ -57,6 +58,9 @@ def _serve(control_fd: int) -> None:
     _preload()
     # Monitors are reaped automatically; the grader learns their fate from the status socket.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Keep the preloaded objects out of the collector: a collection in a forked child would
+    # otherwise write to (copy) every page they live on.
+    gc.freeze()
     control = socket.socket(fileno=control_fd)
     while True:
         try:
@@ -79,6 +83,8 @@ def _preload() -> None:
     # Everything a child needs is imported once here, so that each fork starts warm.
     import nbformat  # noqa: F401
     import numpy  # noqa: F401
+    import numpy.ma  # noqa: F401  (numpy imports it lazily: 10 ms in every child otherwise)
+    import numpy.random  # noqa: F401  (idem, 11 ms; reseeded in each child, see _reseed)
 
     import gradcheck.loading  # noqa: F401
     import gradcheck.wire  # noqa: F401
@@ -120,6 +126,7 @@ def _monitor(config: dict[str, Any], msg_fd: int, out_fd: int, status_fd: int) -
 def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes: int) -> None:
     note, ticks = None, 0
     while True:
+        killed = False  # the tree was just killed and checked empty: no second /proc scan
         readable, _, _ = select.select([status], [], [], _POLL_SECONDS)
         if readable:
             request = status.recv(64)
@@ -128,12 +135,14 @@ def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes:
                 return
             if b"k" in request:
                 _kill_tree(child, cgroup)
+                killed = True
             elif b"c" in request:
                 others = (_descendants() | _cgroup_pids(cgroup)) - {child}
                 _send_line(status, {"others": len(others)})
         exited = _reap(child)
         if exited is not None:
-            _kill_tree(child, cgroup)
+            if not killed:
+                _kill_tree(child, cgroup)
             _send_line(status, {"exit": exited, "note": note})
             return
         ticks += 1
@@ -163,7 +172,19 @@ def _reap(child: int) -> dict[str, int] | None:
 
 def _kill_tree(child: int, cgroup: str | None) -> None:
     """Kill the child, its process group, and every descendant, until none is left."""
-    deadline = time.monotonic() + 5.0
+    deadline, pause = time.monotonic() + 5.0, 0.0005
+    # The child and its group first, and wait (briefly) for the child to be reaped: usually
+    # that is all there is, and the /proc scan below (milliseconds) then runs only once.
+    # Only while the child is unreaped: its pid (and group id) cannot have been reused.
+    if not _CHILD_STATUS:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        reaped_by = time.monotonic() + 0.05
+        while _reap(child) is None and time.monotonic() < reaped_by:
+            time.sleep(0.0002)
     while time.monotonic() < deadline:
         pids = _descendants() | _cgroup_pids(cgroup)
         if not pids:
@@ -177,7 +198,9 @@ def _kill_tree(child: int, cgroup: str | None) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.01)
+        # A killed process is gone within a millisecond or so; poll fast, then back off.
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
         _reap(child)
     _remove_cgroup(cgroup)
 
@@ -264,6 +287,7 @@ def _send_line(sock: socket.socket, message: dict[str, Any]) -> None:
 def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str | None) -> None:
     try:
         os.setsid()
+        _reseed()
         if cgroup is not None:
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
         _redirect_fds(out_fd)
@@ -277,6 +301,14 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         _Server(socket.socket(fileno=msg_fd), config, budget).serve()
     finally:
         os._exit(0)
+
+
+def _reseed() -> None:
+    # numpy.random is preloaded in the fork server: without this every child would start
+    # from the server's global random state instead of fresh entropy, as a new process does.
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
 
 
 def _redirect_fds(out_fd: int) -> None:

@@ -245,7 +245,9 @@ class _Encoder:
 
     def array(self, value: np.ndarray) -> Any:
         subclass = type(value) is not np.ndarray
-        base = np.asarray(value.data if isinstance(value, np.ma.MaskedArray) else value)
+        # np.ma is imported lazily by numpy (10 ms): only a subclass can be a masked array.
+        masked = subclass and isinstance(value, np.ma.MaskedArray)
+        base = np.asarray(value.data if masked else value)
         base = base.view(np.ndarray)
         if base.dtype.str not in _DTYPES:
             native = base.dtype.newbyteorder("=")
