@@ -13,12 +13,12 @@ from typing import Literal
 
 import numpy as np
 
-from .comparison import Bracket, ParameterReport, compare_gradients
+from .comparison import Bracket, ParameterReport, _describe_value, compare_gradients
 from .differentiation import Method, _check_params, central_differences, numerical_gradient
 from .errors import GradientMismatchError, InvalidArgument
 from .tolerances import Tolerance, tolerance_for
 
-__all__ = ["GradientReport", "assert_gradients_close", "check_gradients", "loss_of"]
+__all__ = ["GradientReport", "assert_gradients_close", "check_gradients", "loss_of", "scalar_loss"]
 
 
 @dataclass(frozen=True)
@@ -186,21 +186,24 @@ def loss_of(cache: object) -> float:
     if "loss" not in cache:
         keys = ", ".join(map(repr, list(cache)[:8])) or "none"
         raise _StudentError(f"fprop's cache has no 'loss' key (its keys: {keys})")
+    return scalar_loss(cache["loss"])
+
+
+def scalar_loss(value: object) -> float:
+    """``value`` as one finite float, or a clear error saying why it is not a usable loss."""
     try:
-        loss = np.asarray(cache["loss"], dtype=np.float64)
+        loss = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise _StudentError(
-            f"fprop's loss is a {type(cache['loss']).__name__}, not a number"
-        ) from None
+        raise _StudentError(f"fprop's loss is {_describe_value(value)}, not a number") from None
     if loss.size != 1:
         raise _StudentError(
             f"fprop's loss has shape {loss.shape}, not a scalar: sum the loss over the batch "
             "(np.sum) so it is one number"
         )
-    value = float(loss.reshape(-1)[0])
-    if not np.isfinite(value):
-        raise _StudentError(f"fprop's loss is {value}")
-    return value
+    number = float(loss.reshape(-1)[0])
+    if not np.isfinite(number):
+        raise _StudentError(f"fprop's loss is {number}")
+    return number
 
 
 class _StudentError(Exception):

@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from . import networks
+from .checking import _StudentError as StudentError
+from .checking import scalar_loss
 from .comparison import ParameterReport, compare_gradients, relative_error
 from .diagnosis import (
     Diagnosis,
@@ -265,17 +267,10 @@ def _loss(result: object, reference_loss: float) -> tuple[str | None, float | No
     """(error, loss): the error says why fprop fails; loss is set when it is a number."""
     if not result.ok:  # type: ignore[attr-defined]
         return result.error, None  # type: ignore[attr-defined]
-    value = _plain(result.value)  # type: ignore[attr-defined]
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return f"fprop's loss is {_describe(value)}, not a number", None
-    if array.size != 1:
-        return (f"fprop's loss has shape {array.shape}, not a single number: sum the loss over the "
-                "batch", None)
-    loss = float(array.reshape(-1)[0])
-    if not np.isfinite(loss):
-        return f"fprop's loss is {loss}", None
+        loss = scalar_loss(_plain(result.value))  # type: ignore[attr-defined]
+    except StudentError as error:
+        return str(error), None
     error = relative_error(np.array(loss), np.array(reference_loss), GRADING_TOLERANCE)
     if float(error) > GRADING_TOLERANCE.rtol:
         return (f"fprop's loss is {loss:.10g}, the reference loss is {reference_loss:.10g} "
@@ -414,11 +409,6 @@ def _plain(value: object) -> object:
     return value
 
 
-def _describe(value: object) -> str:
-    type_name = getattr(value, "type_name", None)
-    return f"a {type_name}" if type_name else f"a {type(value).__name__}"
-
-
 def _batch(example: Example) -> int:
     return example.batch_size
 
@@ -448,7 +438,7 @@ def _checks(network: Network, runs: Sequence[_ExampleRun], rubric: Rubric,
 def _examples_phrase(runs: Sequence[_ExampleRun]) -> str:
     hidden = sum(1 for r in runs if r.label.startswith("hidden"))
     worked = len(runs) - hidden
-    parts = ([f"the document's worked example"] if worked else []) + ([f"{hidden} hidden examples"] if hidden else [])
+    parts = (["the document's worked example"] if worked else []) + ([f"{hidden} hidden examples"] if hidden else [])
     return " and ".join(parts)
 
 
