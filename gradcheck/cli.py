@@ -8,7 +8,6 @@ below it, 2 on a usage error, with one line saying why.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -132,10 +131,12 @@ def merge(outputs: tuple[Path, ...], out_dir: Path) -> None:
 
 
 def _read_run(folder: Path) -> tuple[RunInfo, list[StudentResult]]:
+    from .reports import read_run
+
     path = folder / "run.json"
     try:
-        data = json.loads(path.read_text())
-        return RunInfo.from_dict(data["run"]), [StudentResult.from_dict(s) for s in data["students"]]
+        info, students = read_run(path)
+        return info, list(students)
     except FileNotFoundError:
         raise click.UsageError(f"{folder} has no run.json: is it the --out folder of a grading run?") from None
     except (ValueError, KeyError, TypeError) as error:
