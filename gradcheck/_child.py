@@ -296,9 +296,9 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         _drop_privileges(config)
         budget = _Budget(int(config["output_bytes"]))
         sys.stdin = open(os.devnull, encoding="utf-8")  # input() fails fast with EOFError
-        sys.stdout = _CappedWriter(1, budget)
-        sys.stderr = _CappedWriter(2, budget)
-        _Server(socket.socket(fileno=msg_fd), config, budget).serve()
+        writers = (_CappedWriter(1, budget), _CappedWriter(2, budget))
+        sys.stdout, sys.stderr = writers
+        _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
     finally:
         os._exit(0)
 
@@ -365,15 +365,18 @@ class _Budget:
 
 
 class _CappedWriter(io.TextIOBase):
-    """Text stream that writes the first bytes to an fd and only counts the rest.
+    """Line-buffered text stream that writes the first bytes to an fd and only counts the rest.
 
-    Printing 200 MB must neither fill memory or disk nor fail the student's call.
+    Printing 200 MB must neither fill memory or disk nor fail the student's call. Whole lines
+    go out in one write, so a line cannot be split by another process sharing the pipe (a
+    subprocess the student started, say) the way ``print("a", "b")``'s three writes can.
     """
 
     def __init__(self, fd: int, budget: _Budget) -> None:
         super().__init__()
         self._fd = fd
         self._budget = budget
+        self._pending = bytearray()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -384,13 +387,25 @@ class _CappedWriter(io.TextIOBase):
         keep = data[: max(self._budget.remaining, 0)]
         self._budget.remaining -= len(keep)
         self._budget.dropped += len(data) - len(keep)
+        self._pending += keep
+        end = self._pending.rfind(b"\n") + 1
+        if len(self._pending) >= select.PIPE_BUF:
+            end = len(self._pending)  # no line ends in sight: do not hold output back
+        if end:
+            self._write_out(end)
+        return len(text)
+
+    def flush(self) -> None:
+        self._write_out(len(self._pending))
+
+    def _write_out(self, end: int) -> None:
+        view = memoryview(bytes(self._pending[:end]))
+        del self._pending[:end]
         try:
-            view = memoryview(keep)
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError:
             self._budget.dropped += len(view)
-        return len(text)
 
     def writable(self) -> bool:
         return True
@@ -401,14 +416,14 @@ class _CappedWriter(io.TextIOBase):
     def fileno(self) -> int:
         return self._fd
 
-    def flush(self) -> None:
-        pass
-
 
 class _Server:
     """The child's request loop: load the submission once, then call its functions."""
 
-    def __init__(self, sock: socket.socket, config: dict[str, Any], budget: _Budget) -> None:
+    def __init__(
+        self, sock: socket.socket, config: dict[str, Any], budget: _Budget,
+        writers: tuple[_CappedWriter, ...],
+    ) -> None:
         from gradcheck import loading, wire
 
         self._loading = loading
@@ -416,6 +431,7 @@ class _Server:
         self._sock = sock
         self._config = config
         self._budget = budget
+        self._writers = writers  # the student may rebind sys.stdout; these are still flushed
         self._namespace: dict[str, Any] = {}
         self._cell_timeout: float | None = None
         self._store: dict[str, Any] = {}
@@ -427,6 +443,8 @@ class _Server:
             if request is None or request.get("op") == "close":
                 if self._kernel is not None:
                     self._kernel.close()
+                for writer in self._writers:
+                    writer.flush()
                 return
             op = request.get("op")
             if op == "load":
@@ -473,6 +491,8 @@ class _Server:
         return None if body is None else self._wire.decode(body)
 
     def _send(self, reply: dict[str, Any]) -> None:
+        for writer in self._writers:  # what was printed reaches the pipe before the reply
+            writer.flush()
         wire, limit = self._wire, int(self._config["value_bytes"])
         reply["dropped"] = self._budget.dropped
         try:

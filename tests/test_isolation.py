@@ -76,6 +76,13 @@ def chatty():
     os.system("head -c 50000000 /dev/zero")
     return "done"
 
+def interleaved():
+    print("left", end="")
+    os.write(2, b"[another process]\\n")  # as a subprocess sharing the pipe would
+    print(" right")
+    print("no newline yet", end="")
+    return "done"
+
 def odd_values():
     return {"list": [1, 2.5], "set": {1, 2}, "objects": np.array([1, "a"], dtype=object),
             "matrix": np.matrix([[1.0, 2.0]]), "f32": np.float32(1.5)}
@@ -259,6 +266,14 @@ def test_huge_output_is_capped_and_the_call_succeeds(box: Sandbox) -> None:
     output = box.output
     assert len(output) < FAST.output_bytes + 200
     assert "more bytes not shown" in output
+
+
+def test_printed_lines_arrive_whole_and_before_the_reply(box: Sandbox) -> None:
+    assert box.call("interleaved").value == "done"
+    deadline = time.monotonic() + 2
+    while "no newline yet" not in box.output and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "[another process]\nleft right\nno newline yet" in box.output
 
 
 def test_odd_return_values_are_decoded_into_markers(box: Sandbox) -> None:
