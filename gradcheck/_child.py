@@ -11,7 +11,8 @@ Three roles, all started with ``python -m gradcheck._child ROLE ...``:
   whole process tree when asked, when the child dies, or when the grader goes away.
 * student child: applies the limits (new session, cgroup, RLIMIT_AS, stdin from /dev/null,
   stdout/stderr into the capped output pipe, optional setuid), then serves load and call
-  requests, framed and encoded with :mod:`gradcheck.wire`.
+  requests, framed and encoded with :mod:`gradcheck.wire`. It may be started ahead of its
+  job: it learns its scratch folder (the loaded file's folder) from the load request.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ def _preload() -> None:
 
     import gradcheck.loading  # noqa: F401
     import gradcheck.wire  # noqa: F401
+
+    try:
+        _libc()
+    except OSError:
+        pass
 
     try:
         import IPython.core.inputtransformer2  # noqa: F401
@@ -207,6 +213,8 @@ def _kill_tree(child: int, cgroup: str | None) -> None:
 
 def _descendants() -> set[int]:
     """Living descendants of this process (orphans come back to it: it is a subreaper)."""
+    if _HAS_CHILDREN_FILES:
+        return _descendants_from_children_files()
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -227,12 +235,56 @@ def _descendants() -> set[int]:
     return found
 
 
+def _descendants_from_children_files() -> set[int]:
+    # /proc/PID/task/TID/children lists what each thread forked: reading the tree costs a
+    # read per descendant instead of a read per process on the machine.
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                    children = [int(c) for c in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            for child in children:
+                if child not in found and _living(child):
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _living(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+_HAS_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
 def _set_subreaper() -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: orphans escape to init, the process group kill still applies
+
+
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    # Loaded once by the fork server (see _preload): every monitor inherits the handle.
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
 
 
 def _make_cgroup(max_processes: int) -> str | None:
@@ -291,7 +343,6 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         if cgroup is not None:
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
         _redirect_fds(out_fd)
-        os.chdir(config["folder"])
         _set_limits(config)
         _drop_privileges(config)
         budget = _Budget(int(config["output_bytes"]))
@@ -329,11 +380,6 @@ def _set_limits(config: dict[str, Any]) -> None:
     uid = config.get("uid")
     nproc = _count_user_processes(os.getuid() if uid is None else uid) + config["max_processes"]
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    os.environ["TMPDIR"] = config["folder"]
-    os.environ["JUPYTER_RUNTIME_DIR"] = str(Path(config["folder"], ".jupyter-runtime"))
-    import tempfile
-
-    tempfile.tempdir = None
 
 
 def _count_user_processes(uid: int) -> int:
@@ -353,7 +399,22 @@ def _drop_privileges(config: dict[str, Any]) -> None:
     os.setgroups([])
     os.setgid(int(config["gid"]))
     os.setuid(int(config["uid"]))
-    os.environ["HOME"] = config["folder"]
+
+
+def _enter_folder(folder: str, own_home: bool) -> None:
+    """Work in the scratch folder: the current directory, temporary files, Jupyter's files.
+
+    It comes with the load request, not at start: a child can be started before its job's
+    folder is copied, and no scratch copy then exists before it is needed.
+    """
+    os.chdir(folder)
+    os.environ["TMPDIR"] = folder
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(Path(folder, ".jupyter-runtime"))
+    if own_home:
+        os.environ["HOME"] = folder
+    import tempfile
+
+    tempfile.tempdir = None
 
 
 class _Budget:
@@ -459,6 +520,7 @@ class _Server:
     def _load(self, path: Path) -> dict[str, Any]:
         loading = self._loading
         try:
+            _enter_folder(str(path.parent), own_home=self._config.get("uid") is not None)
             if self._config.get("kernel"):
                 self._kernel = loading.load_in_kernel(path)
                 return {"ok": True, "names": list(self._kernel.names),

@@ -15,16 +15,20 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
 from .results import AssignmentResult, RunInfo, StudentResult
-from .scoring import GradingOptions, grade_assignment, missing_assignment
+from .scoring import GradingOptions, grade_assignment, missing_assignment, sandbox_for
 from .submissions import Submission, content_hash, discover, snapshot
+
+if TYPE_CHECKING:
+    from .isolation import Sandbox
 
 __all__ = ["RunOptions", "grade_folder", "select_shard", "run_info", "user_problem"]
 
@@ -90,16 +94,23 @@ def grade_folder(
         jobs = [(s, name) for s in snapshots for name in options.assignments]
         if on_total:
             on_total(len(jobs))
+        workers = max(1, options.workers)
 
-        def run(job: tuple[Submission, str]) -> AssignmentResult:
-            _restore_if_tampered(job[0], job[1], pristine.get((job[0].folder, job[1])))
-            result = _grade_job(job[0], job[1], options)
+        def run(index: int) -> AssignmentResult:
+            submission, name = jobs[index]
+            _restore_if_tampered(submission, name, pristine.get((submission.folder, name)))
+            box = sandboxes.take(index)
+            try:
+                result = _grade_job(submission, name, options, box)
+            finally:
+                sandboxes.release(box)
             if progress:
-                progress(f"{job[0].student}/{job[1]}")
+                progress(f"{submission.student}/{name}")
             return result
 
-        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-            results = list(pool.map(run, jobs))
+        with _SandboxPipeline(jobs, options, ahead=workers) as sandboxes, \
+                ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(run, range(len(jobs))))
     by_student: dict[str, list[AssignmentResult]] = {}
     for (submission, _), result in zip(jobs, results):
         by_student.setdefault(submission.student, []).append(result)
@@ -130,13 +141,78 @@ def _snapshot_root(out_dir: Path | None) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _grade_job(submission: Submission, name: str, options: RunOptions) -> AssignmentResult:
+class _SandboxPipeline:
+    """Sandboxes started ahead of their jobs and closed behind them, off the workers' path.
+
+    Forking a child, moving it into its cgroup and applying the limits, then killing it and
+    removing its scratch folder, are mostly waiting: helper threads do them while the
+    workers run students' calls and compare. Isolation is unchanged (a fresh child per job)
+    and student code still runs only in its job's worker: a child started ahead waits,
+    without a scratch folder, for its load request.
+    """
+
+    def __init__(self, jobs: Sequence[tuple[Submission, str]], options: RunOptions, ahead: int) -> None:
+        self._jobs, self._options, self._ahead = jobs, options, ahead
+        self._helpers = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="gradcheck-sandboxes")
+        self._started: dict[int, Future[Sandbox | None]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _SandboxPipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            left, self._started = list(self._started.values()), {}
+        for future in left:
+            self.release(future.result())
+        self._helpers.shutdown(wait=True)
+
+    def take(self, index: int) -> Sandbox | None:
+        """Job ``index``'s started sandbox, if it has one; starts those of the next jobs."""
+        for later in range(index + 1, min(index + 1 + self._ahead, len(self._jobs))):
+            self._start(later)
+        with self._lock:
+            future = self._started.pop(index, None)
+        return future.result() if future is not None else None
+
+    def release(self, box: Sandbox | None) -> None:
+        if box is not None:
+            self._helpers.submit(box.close)
+
+    def _start(self, index: int) -> None:
+        with self._lock:
+            if index not in self._started:
+                self._started[index] = self._helpers.submit(self._started_sandbox, index)
+
+    def _started_sandbox(self, index: int) -> Sandbox | None:
+        submission, name, options = *self._jobs[index], self._options
+        if name not in submission.files or (options.resume and _cached_result(submission, name, options)):
+            return None
+        try:
+            box = sandbox_for(submission.files[name], options.grading)
+        except Exception:  # noqa: BLE001 - the job then makes its own sandbox, and reports why
+            return None
+        box.start()
+        return box
+
+
+def _cached_result(submission: Submission, name: str, options: RunOptions) -> AssignmentResult | None:
+    return _cached(options, submission.student, name, _job_key(submission, name, options))
+
+
+def _job_key(submission: Submission, name: str, options: RunOptions) -> dict[str, object]:
+    digest = submission.digests.get(name) or content_hash(submission.files[name])
+    return _cache_key(options, digest, submission.folder_digest)
+
+
+def _grade_job(submission: Submission, name: str, options: RunOptions,
+               sandbox: Sandbox | None = None) -> AssignmentResult:
     file = submission.files.get(name)
     rubric = options.grading.rubric
     if file is None:
         return missing_assignment(name, rubric, f"{name}.py or {name}.ipynb is missing")
-    digest = submission.digests.get(name) or content_hash(file)
-    key = _cache_key(options, digest, submission.folder_digest)
+    key = _job_key(submission, name, options)
+    digest = str(key["hash"])
     cached = _cached(options, submission.student, name, key)
     if cached is not None:
         return cached
@@ -144,7 +220,7 @@ def _grade_job(submission: Submission, name: str, options: RunOptions) -> Assign
     try:
         result = grade_assignment(name, file, options.grading,
                                   relative_source=str(file.relative_to(submission.folder)),
-                                  figures=figures)
+                                  figures=figures, sandbox=sandbox)
     except Exception as error:  # noqa: BLE001 - one broken job must never stop the run
         # Not cached: a grader failure is not the student's result, --resume tries again.
         result = missing_assignment(
@@ -231,7 +307,8 @@ def _store(options: RunOptions, student: str, name: str, key: dict[str, object],
     from .reports import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps({"key": key, "result": result.to_dict()}))
+    # Not fsynced: an entry a power cut damaged fails to parse and is graded again.
+    atomic_write(path, json.dumps({"key": key, "result": result.to_dict()}), durable=False)
 
 
 def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarray, np.ndarray], str | None] | None:
@@ -245,7 +322,8 @@ def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarr
     folder = options.out_dir / student_folder(student)
 
     def write(label: str, analytic: np.ndarray, reference: np.ndarray) -> str | None:
-        # matplotlib is not thread-safe, and a picture is a nicety: it never costs a point.
+        # One font object serves every figure (a FreeType face is not safe to share between
+        # threads), and a picture is a nicety: it never costs a point.
         with _FIGURE_LOCK:
             try:
                 path = save_heatmap(label, analytic, reference, folder / "figures" / f"{label}.png")

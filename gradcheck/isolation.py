@@ -206,6 +206,7 @@ class Sandbox:
     def call_many(
         self, function: str, arg_sets: list[tuple[Any, ...]], *, pick: str | None = None,
         timeout: float | None = None, kwargs: dict[str, Any] | None = None,
+        each: bool = False,
     ) -> list[CallResult]:
         """Call a function once per argument tuple, in one round trip.
 
@@ -217,6 +218,7 @@ class Sandbox:
             pick: As in :meth:`call`.
             timeout: Time limit for all the calls together (default ``limits.call_timeout``).
             kwargs: Keyword arguments passed to every call (e.g. mlp's configuration).
+            each: The time limit applies to each call on its own, as if made one by one.
 
         Returns:
             One result per argument tuple; after a timeout or crash, the calls that had not
@@ -231,7 +233,21 @@ class Sandbox:
                    "arg_sets": [list(args) for args in arg_sets], "pick": pick,
                    "kwargs": dict(kwargs or {})}
         total = self.limits.call_timeout if timeout is None else timeout
-        return self._run(function, request, len(arg_sets), total)
+        return self._run(function, request, len(arg_sets), total, each=each)
+
+    def start(self) -> None:
+        """Start the child without loading anything, so that its start-up overlaps other work.
+
+        Forking, entering the cgroup and applying the limits take tens of milliseconds,
+        mostly waiting. A started child runs no student code and has no scratch folder
+        until :meth:`load` (or the first :meth:`call`) copies the folder and loads the file.
+        Failures are not raised: the load reports them.
+        """
+        if self._child is None:
+            try:
+                self._child = self._start_child()
+            except OSError:
+                pass  # the load starts one again and says why if it fails too
 
     def close(self) -> None:
         """Stop the child and every process it started, and delete the scratch folder."""
@@ -244,15 +260,15 @@ class Sandbox:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _run(self, function: str, request: dict[str, Any], count: int, timeout: float) -> list[
-        CallResult
-    ]:
+    def _run(self, function: str, request: dict[str, Any], count: int, timeout: float,
+             each: bool = False) -> list[CallResult]:
         loaded = self.load() if self._child is None or self._loaded is None else self._loaded
         if self._child is None or not loaded.ok:
             error = f"{function} could not be called: {loaded.error}"
             return [CallResult(False, None, error, 0.0) for _ in range(count)]
         started = time.monotonic()
-        replies, failure = self._child.exchange(request, count, timeout, f"during {function}")
+        replies, failure = self._child.exchange(request, count, timeout, f"during {function}",
+                                                each=each)
         results = [self._explain(_call_result(reply)) for reply in replies]
         if failure is not None:
             message = failure.message(function, timeout, self.limits)
@@ -274,7 +290,12 @@ class Sandbox:
     def _start_and_load(self) -> LoadResult:
         started = time.monotonic()
         try:
-            self._child = self._start_child()
+            if self._child is not None and not self._child.alive():
+                self._forget_child("the waiting process ended")  # started ahead, then killed
+            if self._child is None:
+                self._child = self._start_child()
+            if self._scratch is None:
+                self._scratch, self._copy_notes = _make_scratch(self.path, self.limits, self._ids)
         except OSError as exc:
             return LoadResult(False, (), (), f"the sandbox could not start: {exc}", 0.0)
         timeout = self.limits.load_timeout + (_KERNEL_START_SECONDS if self.kernel else 0.0)
@@ -296,10 +317,8 @@ class Sandbox:
         return LoadResult(True, names, problems, None, seconds)
 
     def _start_child(self) -> _Child:
-        if self._scratch is None:
-            self._scratch, self._copy_notes = _make_scratch(self.path, self.limits, self._ids)
         config = {
-            "folder": str(self._scratch), "memory_mb": self.limits.memory_mb,
+            "memory_mb": self.limits.memory_mb,
             "max_processes": self.limits.max_processes,
             "output_bytes": self.limits.output_bytes, "value_bytes": self.limits.value_bytes,
             "kernel": self.kernel, "uid": self._ids[0] if self._ids else None,
@@ -414,9 +433,10 @@ class _Child:
         raise OSError("the sandbox process did not start")
 
     def exchange(
-        self, request: dict[str, Any], count: int, timeout: float, during: str
+        self, request: dict[str, Any], count: int, timeout: float, during: str,
+        each: bool = False,
     ) -> tuple[list[dict[str, Any]], _Failure | None]:
-        """Send one request and read ``count`` replies within ``timeout`` seconds."""
+        """Send one request and read ``count`` replies within ``timeout`` seconds (each)."""
         deadline = time.monotonic() + timeout
         try:
             data = wire.encode(request, strict=True, max_bytes=1 << 62)
@@ -430,6 +450,8 @@ class _Child:
                 return replies, reply
             self.drain.sink.python_dropped[id(self)] = _count(reply.get("dropped"))
             replies.append(reply)
+            if each:
+                deadline = time.monotonic() + timeout
         return replies, None
 
     def stop(self) -> None:
@@ -495,6 +517,13 @@ class _Child:
         if "signal" in exited:
             return _Failure("signal", exited["signal"], during)
         return _Failure("exit", exited.get("code"), during)
+
+    def alive(self) -> bool:
+        """Whether the child still runs, as far as the monitor has said (without waiting)."""
+        while self.exit_info is None and select.select([self.status], [], [], 0)[0]:
+            if not self._read_status():
+                return False
+        return self.exit_info is None
 
     def has_other_processes(self) -> bool:
         """Ask the monitor whether processes other than the child itself are running."""

@@ -382,12 +382,13 @@ def _safe_link(figure: str | None) -> str | None:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
+def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The data goes to a temporary file in the same folder, is flushed to disk (fsync), and
     replaces ``path`` in one ``os.replace``; the folder is created when missing. Text is
-    written as UTF-8.
+    written as UTF-8. ``durable=False`` skips the fsyncs: still never half-written for
+    readers, but a power cut may lose the file (for caches that are checked when read).
 
     Returns:
         The path written.
@@ -408,13 +409,15 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes it 0600; outputs are meant to be shared
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    _fsync_folder(target.parent)
+    if durable:
+        _fsync_folder(target.parent)
     return target
 
 

@@ -38,11 +38,14 @@ mutation that does make an answer wrong already loses that check's points.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -63,8 +66,11 @@ from .networks import Example, Network
 from .results import AssignmentResult, CheckResult
 from .tolerances import Tolerance
 
-__all__ = ["Rubric", "GradingOptions", "grade_assignment", "missing_assignment", "hidden_examples",
-           "GRADING_TOLERANCE"]
+if TYPE_CHECKING:
+    from .isolation import Sandbox
+
+__all__ = ["Rubric", "GradingOptions", "grade_assignment", "sandbox_for", "missing_assignment",
+           "hidden_examples", "GRADING_TOLERANCE"]
 
 # Student and reference gradients are both analytic: only rounding separates correct ones.
 # 1e-4 leaves room for a student who computes in float32; every real bug is off by far more.
@@ -148,6 +154,7 @@ def grade_assignment(
     *,
     relative_source: str | None = None,
     figures: Callable[[str, np.ndarray, np.ndarray], str | None] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> AssignmentResult:
     """Grade ``file`` (a module or notebook) for assignment ``name`` in a sandboxed child.
 
@@ -158,16 +165,14 @@ def grade_assignment(
         relative_source: how to name the file in the results.
         figures: optional ``figures(label, analytic, reference) -> relative path`` that saves
             a heatmap of a wrong gradient.
+        sandbox: ``sandbox_for(file, options)``, perhaps already started; the caller then
+            closes it. By default one is made and closed here.
     """
-    from .isolation import Limits, Sandbox  # deferred: the grader process imports it lazily
-
     network = networks.get(name)
     started = time.perf_counter()
-    # A whole notebook may hold several slow demo cells, each stopped at the call limit.
-    limits = Limits(call_timeout=options.timeout, load_timeout=max(30.0, 6 * options.timeout),
-                    memory_mb=options.memory_mb)
     source = relative_source or file.name
-    with Sandbox(file, limits=limits, kernel=options.kernel, user=options.user) as box:
+    owned = sandbox is None
+    with sandbox_for(file, options) if owned else contextlib.nullcontext(sandbox) as box:
         loaded = box.load()
         problems = list(loaded.problems)
         if not loaded.ok:
@@ -178,13 +183,13 @@ def grade_assignment(
         missing = [f for f in ("fprop", "bprop", "update") if f not in loaded.names]
         if missing:
             problems.append(f"{source} does not define {', '.join(missing)}")
-        labelled = hidden_examples(network, options.seed, options.hidden)
+        references = _references(name, options.seed, options.hidden)
         # Probed on a random example: a worked example may be a fixed point of a mutation
         # (batch_sigmoid's x is already divided by its maximum).
-        probe = next((i for i, (label, ex) in enumerate(labelled)
-                      if label.startswith("hidden") and ex.batch_size > 1), 0)
-        runs = [_run_example(box, network, label, example, probe=i == probe)
-                for i, (label, example) in enumerate(labelled)]
+        probe = next((i for i, ref in enumerate(references)
+                      if ref.label.startswith("hidden") and ref.example.batch_size > 1), 0)
+        runs = [_run_example(box, network, ref, probe=i == probe) for i, ref in enumerate(references)]
+        _run_updates(box, runs)
         output = box.output
     problems += [found for run in runs for found in run.behaviour if found not in problems]
     # A key that is not a parameter costs nothing, but the student should know it is ignored.
@@ -192,6 +197,16 @@ def grade_assignment(
     checks = _checks(network, runs, options.rubric, figures)
     return AssignmentResult(name, source, tuple(checks), tuple(problems), output=output,
                             seconds=time.perf_counter() - started)
+
+
+def sandbox_for(file: Path, options: GradingOptions) -> Sandbox:
+    """The sandbox that :func:`grade_assignment` runs ``file`` in (not started yet)."""
+    from .isolation import Limits, Sandbox  # deferred: the grader process imports it lazily
+
+    # A whole notebook may hold several slow demo cells, each stopped at the call limit.
+    limits = Limits(call_timeout=options.timeout, load_timeout=max(30.0, 6 * options.timeout),
+                    memory_mb=options.memory_mb)
+    return Sandbox(file, limits=limits, kernel=options.kernel, user=options.user)
 
 
 # -- running one example in the child -------------------------------------------------------
@@ -217,16 +232,45 @@ class _ExampleRun:
     """Inputs modified in place or stale state, found by repeated calls (never scored)."""
 
 
-def _run_example(box: object, network: Network, label: str, example: Example,
+@dataclass(frozen=True)
+class _Reference:
+    """One example and the reference solution's answers on it, the same for every student."""
+
+    label: str
+    example: Example
+    loss: float
+    gradients: Mapping[str, np.ndarray]
+
+
+@functools.lru_cache(maxsize=32)
+def _references(name: str, seed: int, count: int) -> tuple[_Reference, ...]:
+    # Computed once per run, not once per student; read-only, so no caller can change them.
+    network = networks.get(name)
+    solution = network.solution()
+    references = []
+    for label, example in hidden_examples(network, seed, count):
+        ex = example.fresh()
+        cache = solution.fprop(ex.x, ex.y, dict(ex.params), **ex.options)
+        gradients = {k: _read_only(np.array(v, dtype=np.float64)) for k, v in solution.bprop(cache).items()}
+        for array in (example.x, example.y, *example.params.values()):
+            _read_only(array)
+        references.append(_Reference(label, example, float(cache["loss"]), gradients))
+    return tuple(references)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _run_example(box: object, network: Network, reference: _Reference,
                  probe: bool = False) -> _ExampleRun:
     from .wire import Ref
 
-    solution = network.solution()
+    example = reference.example
     ex = example.fresh()
-    reference_cache = solution.fprop(ex.x, ex.y, dict(ex.params), **ex.options)
-    reference = {k: np.asarray(v, dtype=np.float64) for k, v in solution.bprop(reference_cache).items()}
-    run = _ExampleRun(label, example, reference_loss=float(reference_cache["loss"]),
-                      reference_gradients=reference)
+    run = _ExampleRun(reference.label, example, reference_loss=reference.loss,
+                      reference_gradients=reference.gradients)
 
     fprop = box.call("fprop", ex.x, ex.y, dict(ex.params), store="cache", pick="loss", **ex.options)  # type: ignore[attr-defined]
     run.fprop_error, run.loss = _loss(fprop, run.reference_loss)
@@ -241,7 +285,6 @@ def _run_example(box: object, network: Network, label: str, example: Example,
             run.bprop_error = bprop.error
     else:
         run.bprop_error = "bprop was not called because fprop failed"
-    _run_update(box, ex, run)
     return run
 
 
@@ -381,15 +424,25 @@ def _same_kind(stored: object, sent: np.ndarray) -> bool:
             and stored.shape == sent.shape)
 
 
-def _run_update(box: object, ex: Example, run: _ExampleRun) -> None:
-    rng = np.random.default_rng(zlib.crc32(run.label.encode()))
-    grads = {k: rng.uniform(-1, 1, size=v.shape) for k, v in ex.params.items()}
-    expected = {k: ex.params[k] - ex.lr * grads[k] for k in ex.params}
-    result = box.call("update", dict(ex.params), grads, ex.lr)  # type: ignore[attr-defined]
-    if not result.ok:
-        run.update_error = result.error
+def _run_updates(box: object, runs: Sequence[_ExampleRun]) -> None:
+    """Check update on every example, in one round trip to the child."""
+    arg_sets, expected = [], []
+    for run in runs:
+        ex = run.example.fresh()
+        rng = np.random.default_rng(zlib.crc32(run.label.encode()))
+        grads = {k: rng.uniform(-1, 1, size=v.shape) for k, v in ex.params.items()}
+        expected.append({k: ex.params[k] - ex.lr * grads[k] for k in ex.params})
+        arg_sets.append((dict(ex.params), grads, ex.lr))
+    results = box.call_many("update", arg_sets, each=True)  # type: ignore[attr-defined]
+    for run, result, wanted in zip(runs, results, expected):
+        _judge_update(run, result, wanted)
+
+
+def _judge_update(run: _ExampleRun, result: object, expected: Mapping[str, np.ndarray]) -> None:
+    if not result.ok:  # type: ignore[attr-defined]
+        run.update_error = result.error  # type: ignore[attr-defined]
         return
-    value = _plain(result.value)
+    value = _plain(result.value)  # type: ignore[attr-defined]
     if value is None:
         run.update_error = ("update returned None: return the new parameters as a dict "
                             "(p - lr * dp for every key)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -347,17 +348,59 @@ def test_a_relu_kink_is_accepted_inside_the_bracket_and_the_unit_is_named() -> N
 # -- showing it ---------------------------------------------------------------------------
 
 
-def test_a_heatmap_is_a_png_and_is_skipped_without_matplotlib(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("matplotlib")
+def test_a_heatmap_is_a_png_and_is_skipped_without_pillow(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("PIL")
     r = np.arange(1.0, 7.0).reshape(2, 3)
     path = save_heatmap("W1", r * [[1, 1, 1], [1, 2, 1]], r, tmp_path / "figs" / "W1.png")
     assert path == tmp_path / "figs" / "W1.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (
         save_heatmap("W1", r.T, r, tmp_path / "T.png") is None
     )  # no per-entry error for a transpose
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "PIL", None)
     assert save_heatmap("W1", r, r, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def _cell_colours(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The colour near the corner of every cell of a heatmap (its label is in the middle)."""
+    from PIL import Image
+
+    from gradcheck import heatmaps
+
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    cell = heatmaps._cell_size(shape)
+    left, top = heatmaps._MARGIN["left"], heatmaps._MARGIN["top"]
+    return np.array([[pixels[top + cell * i + 2, left + cell * j + 2]
+                      for j in range(shape[1])] for i in range(shape[0])])
+
+
+def test_a_heatmap_is_dark_exactly_where_the_gradient_is_wrong(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    reference = np.arange(1.0, 13.0).reshape(4, 3)
+    analytic = reference.copy()
+    analytic[2, 1] *= -1  # wholly wrong
+    analytic[0, 2] *= 1 + 1e-4  # a little wrong
+    colours = _cell_colours(save_heatmap("W2", analytic, reference, tmp_path / "W2.png"), (4, 3))
+    brightness = colours.sum(axis=-1)
+    assert brightness[2, 1] < 50  # near black
+    assert brightness[0, 2] < brightness[1, 1] - 100  # darker than a right entry
+    right = np.delete(brightness.ravel(), [2 * 3 + 1, 0 * 3 + 2])
+    assert right.min() > 600  # the light end of the scale
+
+
+def test_a_large_matrix_is_shown_in_blocks_of_its_worst_entries(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    reference = np.ones((1000, 700))
+    analytic = reference.copy()
+    analytic[999, 0] = 5.0  # in the last block of rows, first block of columns
+    path = save_heatmap("W1", analytic, reference, tmp_path / "W1.png")
+    width, height = Image.open(path).size
+    assert width < 1000 and height < 1000  # not one pixel per entry, let alone a cell
+    grid = (math.ceil(1000 / math.ceil(1000 / 48)), math.ceil(700 / math.ceil(700 / 48)))
+    brightness = _cell_colours(path, grid).sum(axis=-1)
+    assert brightness[-1, 0] < 200 and np.delete(brightness.ravel(), (grid[0] - 1) * grid[1]).min() > 600
 
 
 def _first_example_only(example) -> bool:

@@ -76,6 +76,10 @@ def chatty():
     os.system("head -c 50000000 /dev/zero")
     return "done"
 
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
 def interleaved():
     print("left", end="")
     os.write(2, b"[another process]\\n")  # as a subprocess sharing the pipe would
@@ -170,6 +174,15 @@ def test_call_many_one_round_trip(box: Sandbox) -> None:
     sets = [(np.full(2, float(i)), np.zeros(2), params) for i in range(20)]
     results = box.call_many("fprop", sets, pick="loss")
     assert [r.value for r in results] == [2.0 * i * i for i in range(20)]
+
+
+def test_call_many_limits_all_calls_together_or_each_call(student: Path) -> None:
+    with Sandbox(student, limits=Limits(call_timeout=1.0)) as box:
+        each = box.call_many("nap", [(0.4,), (0.4,), (0.4,)], each=True)
+        assert [r.value for r in each] == [0.4, 0.4, 0.4]
+        together = box.call_many("nap", [(0.4,), (0.4,), (0.4,)])
+        assert [r.ok for r in together] == [True, True, False]
+        assert together[2].error == "nap did not return within 1 s"
 
 
 def test_infinite_loop_costs_one_call_then_a_fresh_child(box: Sandbox) -> None:
