@@ -4,8 +4,8 @@ Every renderer is a pure function of :mod:`gradcheck.results` objects (nothing i
 again), in the spirit of otter's ``to_gradescope_dict``. Student-controlled text (output,
 exception messages, file names, ids) can hold anything: it is stripped of control
 characters, capped in length, and escaped for the format at hand. :func:`write_outputs`
-puts the files in place with :func:`atomic_write`, so a crash, even SIGKILL, leaves either
-the previous file or the new one, never half of one.
+puts the files in place with :func:`atomic_write_many`, so a crash, even SIGKILL, leaves
+either the previous file or the new one, never half of one.
 
 Example:
     >>> from gradcheck.results import AssignmentResult, CheckResult, StudentResult
@@ -40,6 +40,7 @@ __all__ = [
     "VISIBILITIES",
     "ResultEntry",
     "atomic_write",
+    "atomic_write_many",
     "feedback_markdown",
     "gradescope_json",
     "gradescope_results",
@@ -400,6 +401,40 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
         'student,total\\n'
     """
     target = Path(path)
+    temporary = _temporary_copy(target, data, durable=durable)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_folder(target.parent)
+    return target
+
+
+def atomic_write_many(files: Mapping[Path, str | bytes]) -> None:
+    """:func:`atomic_write` for many files, with one flush to disk for all of them.
+
+    Every file is written to its temporary copy, one ``os.sync`` makes them all durable,
+    then each replaces its target and a second ``os.sync`` makes the renames durable: two
+    waits for the disk instead of two per file (a class of 200 students has 400 files).
+    """
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target, data in files.items():
+            written.append((_temporary_copy(Path(target), data, durable=False), Path(target)))
+        os.sync()
+        for temporary, target in written:
+            os.replace(temporary, target)
+    except BaseException:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)  # those already renamed are gone: no-op
+        raise
+    os.sync()
+
+
+def _temporary_copy(target: Path, data: str | bytes, *, durable: bool) -> Path:
+    """``data`` in a new temporary file beside ``target`` (fsynced when ``durable``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(data, (str, bytes)):
         raise TypeError(f"atomic_write writes str or bytes, not {type(data).__name__}")
@@ -412,13 +447,10 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
             if durable:
                 os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes it 0600; outputs are meant to be shared
-        os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    if durable:
-        _fsync_folder(target.parent)
-    return target
+    return Path(temporary)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -475,15 +507,18 @@ def write_outputs(
     """
     out = Path(out_dir)
     folders = _unique_folders(s.student for s in students)
+    files: dict[Path, str | bytes] = {}
     for student in students:
         folder = out / folders[student.student]
-        atomic_write(folder / "results.json", _json(gradescope_results(student)))
-        atomic_write(folder / "feedback.md", feedback_markdown(student))
+        files[folder / "results.json"] = _json(gradescope_results(student))
+        files[folder / "feedback.md"] = feedback_markdown(student)
     assignments = list(run.assignments) or _assignment_names(students)
-    atomic_write(out / "grades.csv", grades_csv(students, assignments))
-    atomic_write(out / "junit.xml", junit_xml(students))
-    atomic_write(out / "run.json", _json({"run": run.to_dict(),
-                                          "students": [s.to_dict() for s in students]}))
+    files[out / "grades.csv"] = grades_csv(students, assignments)
+    files[out / "junit.xml"] = junit_xml(students)
+    # Read by programs (merge, --resume): compact, which json writes in C, not in Python.
+    files[out / "run.json"] = _json({"run": run.to_dict(), "students": [s.to_dict() for s in students]},
+                                    indent=None)
+    atomic_write_many(files)
     return {student: out / folder for student, folder in folders.items()}
 
 
@@ -515,10 +550,10 @@ def _assignment_names(students: Iterable[StudentResult]) -> list[str]:
     return names
 
 
-def _json(data: Any) -> str:
+def _json(data: Any, indent: int | None = 2) -> str:
     # Strict JSON: an infinite relative error (a structural problem) is written as null; ASCII
     # escapes keep any character a student printed (even a lone surrogate) round-trippable.
-    return json.dumps(_finite(data), indent=2, allow_nan=False, ensure_ascii=True) + "\n"
+    return json.dumps(_finite(data), indent=indent, allow_nan=False, ensure_ascii=True) + "\n"
 
 
 def _finite(value: Any) -> Any:

@@ -7,7 +7,7 @@ without re-grading. Nothing here runs or compares anything.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["CheckResult", "AssignmentResult", "StudentResult", "RunInfo"]
@@ -38,7 +38,7 @@ class CheckResult:
     """Path of a heatmap PNG, relative to the student's output folder."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _shallow(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
@@ -70,9 +70,7 @@ class AssignmentResult:
         return round(sum(check.max_score for check in self.checks), 6)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["checks"] = [check.to_dict() for check in self.checks]
-        return data
+        return {**_shallow(self), "checks": [check.to_dict() for check in self.checks]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AssignmentResult:
@@ -112,9 +110,7 @@ class StudentResult:
         return next((a for a in self.assignments if a.assignment == name), None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["assignments"] = [a.to_dict() for a in self.assignments]
-        return data
+        return {**_shallow(self), "assignments": [a.to_dict() for a in self.assignments]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentResult:
@@ -139,8 +135,14 @@ class RunInfo:
     """"K/N" when this run graded one slice of the students."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**_shallow(self), "rubric": dict(self.rubric)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:
         return cls(**{**data, "assignments": tuple(data.get("assignments", ()))})
+
+
+def _shallow(result: Any) -> dict[str, Any]:
+    # Fields hold strings, numbers and tuples of strings, which JSON takes as they are: no
+    # need for dataclasses.asdict's deep copy (most of the time of writing a class's run.json).
+    return {f.name: getattr(result, f.name) for f in fields(result)}
