@@ -1,14 +1,16 @@
-"""Process side of :mod:`gradcheck.isolation`: fork server, per-sandbox monitor, student child.
+"""Process side of :mod:`gradcheck.isolation`: fork server, monitors, student child.
 
 Three roles, all started with ``python -m gradcheck._child ROLE ...``:
 
 * ``server FD``: long-lived and trusted. Imports numpy, nbformat and the loader once, then for
-  every request received on socket FD (a JSON config plus three file descriptors passed with
-  SCM_RIGHTS) forks a monitor. It never runs student code.
+  every request received on socket FD (one file descriptor passed with SCM_RIGHTS: the
+  monitor's control socket) forks a monitor. It never runs student code.
 * monitor (forked by the server, or ``monitor CONFIG`` when there is no server): trusted. It
-  becomes a child subreaper, forks the student child, reports the child's pid and exit status
-  on the status socket, enforces the process limit when no cgroup is available, and kills the
-  whole process tree when asked, when the child dies, or when the grader goes away.
+  becomes a child subreaper, then for each sandbox sent on its control socket (a JSON config
+  and three file descriptors) forks the student child, reports the child's pid and exit
+  status on the status socket, enforces the process limit when no cgroup is available, and
+  kills the whole process tree when asked, when the child dies, or when the grader goes away.
+  It takes the next sandbox only when no process of the last one is left.
 * student child: applies the limits (new session, cgroup, RLIMIT_AS, stdin from /dev/null,
   stdout/stderr into the capped output pipe, optional setuid), then serves load and call
   requests, framed and encoded with :mod:`gradcheck.wire`. It may be started ahead of its
@@ -65,18 +67,18 @@ def _serve(control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
     while True:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 3)
+            data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 1)
         except InterruptedError:
             continue
         if not data:
             os._exit(0)  # the grader went away
-        if len(fds) != 3:
+        if len(fds) != 1:
             _close_all(fds)
             continue
         if os.fork() == 0:
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _monitor(json.loads(data), *fds)
+            _monitor_loop(fds[0])
         _close_all(fds)
 
 
@@ -113,32 +115,78 @@ def _close_all(fds: list[int]) -> None:
 
 
 def _monitor(config: dict[str, Any], msg_fd: int, out_fd: int, status_fd: int) -> None:
+    """Run one sandbox (``monitor CONFIG``, when there is no fork server), then exit."""
     try:
         _set_subreaper()
-        cgroup = _make_cgroup(int(config["max_processes"]))
-        pid = os.fork()
-        if pid == 0:
-            os.close(status_fd)
-            _student_child(config, msg_fd, out_fd, cgroup)
-        os.close(msg_fd)
-        os.close(out_fd)
-        status = socket.socket(fileno=status_fd)
-        _send_line(status, {"child": pid})
-        _watch(status, pid, cgroup, int(config["max_processes"]))
+        _sandbox(config, msg_fd, out_fd, status_fd, control=None)
     finally:
         os._exit(0)
 
 
-def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes: int) -> None:
+def _monitor_loop(control_fd: int) -> None:
+    """Run sandboxes one after another, each sent on ``control_fd`` as a config and 3 fds.
+
+    A monitor serves many sandboxes in turn so that each costs one fork, not two: the
+    monitor's own fork, and the pages its first run copies, are paid once. It never runs
+    student code, and takes the next sandbox only once the last one's processes are all gone.
+    """
+    try:
+        _set_subreaper()
+        control = socket.socket(fileno=control_fd)
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 3)
+            except InterruptedError:
+                continue
+            if not data:
+                return  # the grader went away
+            if len(fds) != 3:
+                _close_all(fds)
+                continue
+            if not _sandbox(json.loads(data), *fds, control=control) or _descendants():
+                return  # the grader is gone, or something could not be killed: start afresh
+    finally:
+        os._exit(0)
+
+
+def _sandbox(config: dict[str, Any], msg_fd: int, out_fd: int, status_fd: int,
+             control: socket.socket | None) -> bool:
+    """Fork the student child, watch it until it ends; False when the grader went away."""
+    _CHILD_STATUS.clear()
+    cgroup = _make_cgroup(int(config["max_processes"]))
+    pid = os.fork()
+    if pid == 0:
+        os.close(status_fd)
+        if control is not None:
+            control.close()
+        _student_child(config, msg_fd, out_fd, cgroup)
+    os.close(msg_fd)
+    os.close(out_fd)
+    status = socket.socket(fileno=status_fd)
+    try:
+        _send_line(status, {"child": pid})
+        return _watch(status, pid, cgroup, int(config["max_processes"]), control)
+    finally:
+        status.close()
+
+
+def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes: int,
+           control: socket.socket | None = None) -> bool:
     note, ticks = None, 0
+    watched = [status] if control is None else [status, control]
     while True:
         killed = False  # the tree was just killed and checked empty: no second /proc scan
-        readable, _, _ = select.select([status], [], [], _POLL_SECONDS)
+        readable, _, _ = select.select(watched, [], [], _POLL_SECONDS)
+        if control is not None and control in readable:
+            # Only the grader closing it makes it readable here: it sends a sandbox only
+            # after this one has ended.
+            _kill_tree(child, cgroup)
+            return False
         if readable:
             request = status.recv(64)
             if not request:  # the grader is gone: nobody may keep running
                 _kill_tree(child, cgroup)
-                return
+                return control is None or _still_open(control)
             if b"k" in request:
                 _kill_tree(child, cgroup)
                 killed = True
@@ -150,14 +198,19 @@ def _watch(status: socket.socket, child: int, cgroup: str | None, max_processes:
             if not killed:
                 _kill_tree(child, cgroup)
             _send_line(status, {"exit": exited, "note": note})
-            return
+            return True
         ticks += 1
         if cgroup is None and ticks % 2 == 0 and len(_descendants()) > max_processes:
             note = "processes"
             _kill_tree(child, cgroup)
 
 
-_CHILD_STATUS: dict[str, int] = {}
+def _still_open(control: socket.socket) -> bool:
+    """Whether the grader still holds the other end of ``control`` (it sent nothing)."""
+    return not select.select([control], [], [], 0)[0]
+
+
+_CHILD_STATUS: dict[str, int] = {}  # of the sandbox being watched; cleared for each one
 
 
 def _reap(child: int) -> dict[str, int] | None:

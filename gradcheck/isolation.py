@@ -399,12 +399,14 @@ class _Child:
     """The grader's handle on one monitor + student child pair."""
 
     def __init__(self, msg: socket.socket, status: socket.socket, pid: int, drain: _Drain,
-                 monitor: subprocess.Popen[bytes] | None, limits: Limits) -> None:
+                 monitor: subprocess.Popen[bytes] | None, limits: Limits,
+                 control: socket.socket | None = None) -> None:
         self.msg = msg
         self.status = status
         self.pid = pid
         self.drain = drain
-        self.monitor = monitor
+        self.monitor = monitor  # a monitor process of our own (no fork server)...
+        self.control = control  # ...or a pooled monitor of the fork server's, lent to us
         self.limits = limits
         self._status_buffer = b""
         self._others: int | None = None
@@ -412,24 +414,27 @@ class _Child:
 
     @classmethod
     def start(cls, config: dict[str, Any], sink: _OutputSink, limits: Limits) -> _Child:
-        for attempt in range(2):
+        for _attempt in range(3):
             msg, msg_child = socket.socketpair()
             status, status_child = socket.socketpair()
             out_read, out_write = os.pipe()
             fds = [msg_child.fileno(), out_write, status_child.fileno()]
             try:
-                monitor = _launch(config, fds)
+                monitor, control = _launch(config, fds)
             finally:
                 msg_child.close()
                 status_child.close()
                 os.close(out_write)
             pid = _read_hello(status)
             if pid is not None:
-                return cls(msg, status, pid, _Drain(out_read, sink), monitor, limits)
+                return cls(msg, status, pid, _Drain(out_read, sink), monitor, limits, control)
             msg.close()
             status.close()
             os.close(out_read)
-            _SERVER.restart()  # a student may have killed the server: start a new one
+            if control is not None:
+                control.close()  # that monitor is broken: it exits, the next attempt takes another
+            else:
+                _SERVER.restart()  # a student may have killed the server: start a new one
         raise OSError("the sandbox process did not start")
 
     def exchange(
@@ -463,6 +468,14 @@ class _Child:
             _kill_group(self.pid)
         for sock in (self.msg, self.status):
             sock.close()
+        if self.control is not None:
+            # A monitor that reported the end of the child has killed and reaped everything
+            # and waits for the next sandbox; one that did not is let go (it then exits).
+            if self.exit_info is not None:
+                _MONITORS.release(self.control)
+            else:
+                self.control.close()
+            self.control = None
         self.drain.stop()
         if self.monitor is not None:
             try:
@@ -661,26 +674,30 @@ class _Drain:
 
 
 class _ForkServer:
-    """The long-lived trusted process that forks a monitor (and child) per sandbox."""
+    """The long-lived trusted process that forks the monitors (each forks sandboxes' children)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
 
-    def spawn(self, config: dict[str, Any], fds: list[int]) -> bool:
-        """Ask the server to fork a monitor; False when the server cannot be used."""
+    def new_monitor(self) -> socket.socket | None:
+        """Ask the server to fork a monitor; our end of its socket, None without a server."""
         with self._lock:
             for _attempt in range(2):
                 if self._control is None:
                     self._start()
                 assert self._control is not None
+                ours, theirs = socket.socketpair()
                 try:
-                    socket.send_fds(self._control, [json.dumps(config).encode()], fds)
-                    return True
+                    socket.send_fds(self._control, [b"monitor"], [theirs.fileno()])
+                    return ours
                 except OSError:
+                    ours.close()
                     self._stop()
-        return False
+                finally:
+                    theirs.close()
+        return None
 
     def restart(self) -> None:
         """Forget the current server (if it still lives it exits when its socket closes)."""
@@ -711,22 +728,60 @@ class _ForkServer:
             self._process = None
 
 
+class _MonitorPool:
+    """Idle monitors of the fork server, each running one sandbox at a time.
+
+    A monitor that ran a sandbox has killed and reaped all of its processes, so it can run
+    the next one: each sandbox then costs one fork (its child) instead of two. The pool
+    grows to the number of sandboxes open at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[socket.socket] = []
+
+    def acquire(self) -> socket.socket | None:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _SERVER.new_monitor()
+
+    def release(self, control: socket.socket) -> None:
+        with self._lock:
+            self._idle.append(control)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for control in idle:
+            control.close()  # the monitor exits
+
+
 _SERVER = _ForkServer()
+_MONITORS = _MonitorPool()
 atexit.register(_SERVER.restart)
+atexit.register(_MONITORS.close)
 
 
-def _launch(config: dict[str, Any], fds: list[int]) -> subprocess.Popen[bytes] | None:
-    """Start a monitor: forked by the server, or spawned when there is no fork server."""
-    use_server = hasattr(os, "fork") and os.environ.get("GRADCHECK_FORKSERVER", "1") != "0"
-    if use_server and _SERVER.spawn(config, fds):
-        return None
+def _launch(config: dict[str, Any], fds: list[int]) -> tuple[subprocess.Popen[bytes] | None, socket.socket | None]:
+    """Start a sandbox: in a monitor of the fork server's, or in a monitor spawned for it."""
+    if hasattr(os, "fork") and os.environ.get("GRADCHECK_FORKSERVER", "1") != "0":
+        for _attempt in range(3):
+            control = _MONITORS.acquire()
+            if control is None:
+                break
+            try:
+                socket.send_fds(control, [json.dumps(config).encode()], fds)
+                return None, control
+            except OSError:
+                control.close()  # that monitor is gone (a student may have killed it)
     msg_fd, out_fd, status_fd = fds
     spawn_config = dict(config, msg_fd=msg_fd, out_fd=out_fd, status_fd=status_fd)
     command = [sys.executable, "-m", "gradcheck._child", "monitor", json.dumps(spawn_config)]
     return subprocess.Popen(
         command, pass_fds=fds, env=_child_env(), cwd="/", stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=_debug_stream(), start_new_session=True,
-    )
+    ), None
 
 
 def _child_env() -> dict[str, str]:

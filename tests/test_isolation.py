@@ -76,6 +76,12 @@ def chatty():
     os.system("head -c 50000000 /dev/zero")
     return "done"
 
+def parent():
+    return os.getppid()
+
+def daemon():
+    return subprocess.Popen(["sleep", "30.4242"], start_new_session=True).pid
+
 def nap(seconds):
     time.sleep(seconds)
     return seconds
@@ -174,6 +180,17 @@ def test_call_many_one_round_trip(box: Sandbox) -> None:
     sets = [(np.full(2, float(i)), np.zeros(2), params) for i in range(20)]
     results = box.call_many("fprop", sets, pick="loss")
     assert [r.value for r in results] == [2.0 * i * i for i in range(20)]
+
+
+def test_a_monitor_runs_one_sandbox_after_another_and_nothing_of_the_last_survives(
+        student: Path) -> None:
+    with Sandbox(student, limits=FAST) as first:
+        monitor = first.call("parent").value
+        assert first.call("daemon").ok
+    assert_no_leftovers()  # the detached daemon died with its sandbox
+    with Sandbox(student, limits=FAST) as second:
+        assert second.call("parent").value == monitor  # the same monitor, one fork saved
+        assert second.call("update", {"a": 1.0}, {"a": 1.0}, 1.0).value == {"a": 0.0}
 
 
 def test_call_many_limits_all_calls_together_or_each_call(student: Path) -> None:
