@@ -66,15 +66,10 @@ def _serve(control_fd: int) -> None:
     gc.freeze()
     control = socket.socket(fileno=control_fd)
     while True:
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 1)
-        except InterruptedError:
-            continue
-        if not data:
+        received = _receive_with_fds(control, 1)
+        if received is None:
             os._exit(0)  # the grader went away
-        if len(fds) != 1:
-            _close_all(fds)
-            continue
+        _, fds = received
         if os.fork() == 0:
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -101,6 +96,20 @@ def _preload() -> None:
         import IPython.core.inputtransformer2  # noqa: F401
     except ImportError:
         pass
+
+
+def _receive_with_fds(control: socket.socket, count: int) -> tuple[bytes, list[int]] | None:
+    """The next message that carries exactly ``count`` file descriptors; None at EOF."""
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, count)
+        except InterruptedError:
+            continue
+        if not data:
+            return None
+        if len(fds) == count:
+            return data, fds
+        _close_all(fds)
 
 
 def _close_all(fds: list[int]) -> None:
@@ -134,15 +143,10 @@ def _monitor_loop(control_fd: int) -> None:
         _set_subreaper()
         control = socket.socket(fileno=control_fd)
         while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 3)
-            except InterruptedError:
-                continue
-            if not data:
+            received = _receive_with_fds(control, 3)
+            if received is None:
                 return  # the grader went away
-            if len(fds) != 3:
-                _close_all(fds)
-                continue
+            data, fds = received
             if not _sandbox(json.loads(data), *fds, control=control) or _descendants():
                 return  # the grader is gone, or something could not be killed: start afresh
     finally:
