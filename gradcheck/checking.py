@@ -7,6 +7,7 @@ returns a list, or the transpose is a finding in the report. It raises
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -76,7 +77,7 @@ def check_gradients(
     fprop_kwargs: Mapping[str, object] | None = None,
     name: str = "",
     mode: Literal["full", "fast"] = "full",
-    max_entries: int | None = None,
+    max_entries: int | Literal["all"] | None = None,
     seed: int = 0,
 ) -> GradientReport:
     """Compare ``bprop(fprop(x, y, params))`` with numerical gradients of the loss.
@@ -98,8 +99,11 @@ def check_gradients(
             its size, then checks failing parameters entry by entry (see
             :func:`gradcheck.fast.fast_check` for its detection guarantee).
         max_entries: full mode: check a seeded sample of this many entries of every
-            parameter larger than that (biases too), and say so in the report; fast mode:
-            how many entries of a failing parameter to check one by one.
+            parameter larger than that (biases too), and say so in the report. By default
+            a parameter of more than 10,000 entries is checked on a sample of 1,000 (two
+            fprop calls an entry would take hours on a million); ``"all"`` checks every
+            entry whatever the size. Fast mode: how many entries of a failing parameter to
+            check one by one (``"all"``: every one).
         seed: seeds the sample of entries and the fast mode's directions.
 
     Returns:
@@ -117,7 +121,8 @@ def check_gradients(
         from .fast import fast_check  # local: fast builds on this module
 
         return fast_check(fprop, bprop, x, y, params, eps=eps, rtol=rtol, atol=atol, seed=seed,
-                          max_entries=max_entries, fprop_kwargs=fprop_kwargs, name=name)
+                          max_entries=sys.maxsize if max_entries == "all" else max_entries,
+                          fprop_kwargs=fprop_kwargs, name=name)
     if mode != "full":
         raise InvalidArgument(f"mode={mode!r} is not 'full' or 'fast'")
     tolerance, settings = _settings(params, eps, rtol, atol, name, method)
@@ -230,12 +235,27 @@ class _Counter:
         return loss_of(self.fprop(params))
 
 
-def _sample(params: Mapping[str, np.ndarray], max_entries: int | None, seed: int) -> dict[str, np.ndarray]:
-    if max_entries is None:
-        return {}
+# Without max_entries, larger parameters are sampled: the full check of a million entries
+# takes two million fprop calls.
+AUTO_SAMPLE_ABOVE = 10_000
+AUTO_SAMPLE_SIZE = 1_000
+
+
+def _sample(params: Mapping[str, np.ndarray], max_entries: int | str | None,
+            seed: int) -> dict[str, np.ndarray]:
     from .fast import sample_entries
 
-    return sample_entries(params, max_entries, seed)
+    if max_entries == "all":
+        return {}
+    if max_entries is not None:
+        if not isinstance(max_entries, int) or isinstance(max_entries, bool):
+            raise InvalidArgument(f"max_entries must be a number of entries or 'all', not {max_entries!r}")
+        return sample_entries(params, max_entries, seed)
+    chosen: dict[str, np.ndarray] = {}
+    for position, (key, value) in enumerate(params.items()):
+        if value.size > AUTO_SAMPLE_ABOVE:
+            chosen.update(sample_entries({key: value}, AUTO_SAMPLE_SIZE, seed, index=position))
+    return chosen
 
 
 def _settings(params: Mapping[str, np.ndarray], eps: float | None, rtol: float | None,

@@ -272,6 +272,21 @@ def test_the_full_check_samples_every_large_parameter_and_says_how_many_entries(
     assert report.evaluations >= 1 + 2 * (20 + 20 + 20 + 1)
 
 
+def test_the_full_check_samples_only_very_large_parameters_by_default_and_all_on_request():
+    example = mlp_example(seed=10, widths=(130, 80, 1))  # W1 10,400 entries, b1 80, W2 80, b2 1
+    fprop = Counting(SOLUTION.fprop)
+    report = gradcheck.check_gradients(fprop, SOLUTION.bprop, example.x, example.y, example.params,
+                                       fprop_kwargs=example.options)
+    assert report.ok and report["W1"].extras == {"checked": 1_000, "entries": 10_400}
+    assert not report["b1"].extras and not report["W2"].extras  # under 10,000: in full
+    assert "W1: 1000 of 10400 entries checked" in str(report)
+    assert fprop.calls == 1 + 2 * (1_000 + 80 + 80 + 1)
+    everything = gradcheck.check_gradients(SOLUTION.fprop, buggy("sign", "W1"), example.x,
+                                           example.y, example.params,
+                                           fprop_kwargs=example.options, max_entries="all")
+    assert "checked" not in everything["W1"].extras and everything["W1"].mismatched == 10_400
+
+
 def test_a_sampled_full_check_flags_a_wrong_parameter_at_a_sampled_index():
     example = mlp_example(seed=9, widths=(30, 25, 1))
     report = gradcheck.check_gradients(SOLUTION.fprop, buggy("sign", "W1"), example.x, example.y,
@@ -285,6 +300,7 @@ def test_a_sampled_full_check_flags_a_wrong_parameter_at_a_sampled_index():
 @pytest.mark.parametrize("options, message", [
     (dict(mode="sideways"), "mode"),
     (dict(mode="fast", max_entries=0), "max_entries"),
+    (dict(max_entries="most"), "max_entries"),
 ])
 def test_misuse_says_how_to_fix_the_call(options, message):
     example = mlp_example()
