@@ -103,11 +103,17 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the merged grades.csv, junit.xml and per-student outputs.")
-def merge(outputs: tuple[Path, ...], out_dir: Path) -> None:
+@click.option("--partial", is_flag=True,
+              help="Merge the slices given even when some of the N are missing.")
+def merge(outputs: tuple[Path, ...], out_dir: Path, partial: bool) -> None:
     """Combine the outputs of --shard runs into one grades.csv and junit.xml."""
     from .reports import write_outputs
 
     runs = [_read_run(folder) for folder in outputs]
+    missing = _missing_slices(outputs, [info for info, _ in runs])
+    if missing and not partial:
+        raise click.UsageError(f"slice{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                               "missing: merge every slice, or pass --partial to merge these alone")
     first = runs[0][0]
     for folder, (info, _) in zip(outputs, runs):
         if (info.grader_version, info.seed, info.assignments, info.rubric) != (
@@ -128,6 +134,23 @@ def merge(outputs: tuple[Path, ...], out_dir: Path) -> None:
     ordered = [students[key] for key in sorted(students)]
     write_outputs(out_dir, merged, ordered)
     click.echo(f"merged {len(outputs)} slices, {len(ordered)} students, into {out_dir}")
+
+
+def _missing_slices(outputs: tuple[Path, ...], infos: list[RunInfo]) -> list[str]:
+    """The K/N slices absent from the outputs (none when they are not --shard slices)."""
+    given: dict[tuple[int, int], Path] = {}
+    for folder, info in zip(outputs, infos):
+        if not info.shard:
+            continue
+        k, n = (int(part) for part in info.shard.split("/"))
+        if (k, n) in given:
+            raise click.UsageError(f"slice {k}/{n} is given twice: {given[k, n]} and {folder}")
+        given[k, n] = folder
+    totals = sorted({n for _, n in given})
+    if len(totals) > 1:
+        raise click.UsageError(f"the slices come from splits into {' and '.join(map(str, totals))} "
+                               "parts: merge the slices of one --shard K/N run")
+    return [f"{k}/{totals[0]}" for k in range(1, totals[0] + 1) if (k, totals[0]) not in given] if totals else []
 
 
 def _read_run(folder: Path) -> tuple[RunInfo, list[StudentResult]]:

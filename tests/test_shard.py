@@ -169,13 +169,35 @@ def test_merge_refuses_a_folder_without_run_json(runs, tmp_path):
     assert "has no run.json" in line and "empty" in line
 
 
-@pytest.mark.parametrize("pair", [("1/3", "1/3"), ("whole", "2/3")])
-def test_merge_refuses_overlapping_slices(runs, tmp_path, pair):
-    result = _run("merge", runs[pair[0]], runs[pair[1]], "--out", tmp_path / "m")
+@pytest.mark.parametrize(("folders", "phrase"), [
+    (("1/3", "1/3", "2/3", "3/3"), "slice 1/3 is given twice"),
+    (("whole", "1/3", "2/3", "3/3"), "appears in two slices"),
+    (("1/3", "3/3"), "slice 2/3 missing: merge every slice, or pass --partial"),
+])
+def test_merge_refuses_overlapping_or_missing_slices(runs, tmp_path, folders, phrase):
+    result = _run("merge", *(runs[name] for name in folders), "--out", tmp_path / "m")
     assert result.returncode == 2
     [line] = _error_lines(result)
-    assert "appears in two slices" in line
+    assert phrase in line
     assert not (tmp_path / "m" / "grades.csv").exists()
+
+
+def test_merge_of_some_slices_on_request(runs, tmp_path):
+    result = _run("merge", runs["1/3"], runs["3/3"], "--partial", "--out", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    assert sorted(_students(tmp_path / "m")) == sorted(_students(runs["1/3"]) + _students(runs["3/3"]))
+
+
+def test_merge_refuses_slices_of_different_splits(runs, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(runs["3/3"], other)
+    data = json.loads((other / "run.json").read_text())
+    data["run"]["shard"] = "3/4"
+    (other / "run.json").write_text(json.dumps(data))
+    result = _run("merge", runs["1/3"], runs["2/3"], other, "--out", tmp_path / "m")
+    assert result.returncode == 2
+    [line] = _error_lines(result)
+    assert "splits into 3 and 4 parts" in line
 
 
 @pytest.mark.parametrize("shard", ["0/3", "4/3", "x", "1/0", "1/2/3"])
