@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,23 +95,10 @@ def grade_folder(
         jobs = [(s, name) for s in snapshots for name in options.assignments]
         if on_total:
             on_total(len(jobs))
-        workers = max(1, options.workers)
-
-        def run(index: int) -> AssignmentResult:
-            submission, name = jobs[index]
-            _restore_if_tampered(submission, name, pristine.get((submission.folder, name)))
-            box = sandboxes.take(index)
-            try:
-                result = _grade_job(submission, name, options, box)
-            finally:
-                sandboxes.release(box)
-            if progress:
-                progress(f"{submission.student}/{name}")
-            return result
-
-        with _SandboxPipeline(jobs, options, ahead=workers) as sandboxes, \
-                ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(run, range(len(jobs))))
+        batches = [[(*jobs[i], pristine.get((jobs[i][0].folder, jobs[i][1])))
+                    for i in range(start, min(start + _BATCH, len(jobs)))]
+                   for start in range(0, len(jobs), _BATCH)]
+        results = [result for batch in _grade_batches(batches, options, progress) for result in batch]
     by_student: dict[str, list[AssignmentResult]] = {}
     for (submission, _), result in zip(jobs, results):
         by_student.setdefault(submission.student, []).append(result)
@@ -139,6 +127,60 @@ def _snapshot_root(out_dir: Path | None) -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# Jobs handed to a worker process at a time: enough to pay for the hand-over, few enough for
+# the workers to finish together.
+_BATCH = 10
+
+_Job = tuple[Submission, str, "bytes | None"]  # the snapshot, the assignment, the file's bytes
+
+
+def _grade_batches(batches: list[list[_Job]], options: RunOptions,
+                   progress: Callable[[str], None] | None) -> list[list[AssignmentResult]]:
+    """Each batch's results, in order: in worker processes when there are several workers.
+
+    Processes rather than threads: comparing, diagnosing and writing results is Python work
+    that a single interpreter lock would serialise. A batch whose worker died (a student's
+    code may kill any process of the grader's user) is graded again here.
+    """
+    def report(batch: list[_Job]) -> None:
+        for submission, name, _ in batch:
+            if progress:
+                progress(f"{submission.student}/{name}")
+
+    if options.workers <= 1 or len(batches) <= 1:
+        return [_grade_batch(batch, options, report) for batch in batches]
+    results: list[list[AssignmentResult] | None] = [None] * len(batches)
+    # spawn, not fork: the grader has threads (the progress bar), which fork does not copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
+        futures = {pool.submit(_grade_batch, batch, options): i for i, batch in enumerate(batches)}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                results[index] = future.result()
+            except Exception:  # noqa: BLE001 - the worker is gone, the batch is not lost
+                results[index] = _grade_batch(batches[index], options)
+            report(batches[index])
+    return [batch for batch in results if batch is not None]
+
+
+def _grade_batch(batch: list[_Job], options: RunOptions,
+                 done: Callable[[list[_Job]], None] | None = None) -> list[AssignmentResult]:
+    """Grade jobs one after another, each job's sandbox started while the one before runs."""
+    results = []
+    with _SandboxPipeline([(submission, name) for submission, name, _ in batch], options, ahead=1) as sandboxes:
+        for index, (submission, name, pristine) in enumerate(batch):
+            _restore_if_tampered(submission, name, pristine)
+            box = sandboxes.take(index)
+            try:
+                results.append(_grade_job(submission, name, options, box))
+            finally:
+                sandboxes.release(box)
+            if done:
+                done([batch[index]])
+    return results
 
 
 class _SandboxPipeline:

@@ -149,6 +149,36 @@ def test_a_broken_student_costs_only_its_own_checks(tmp_path):
     assert "sys.exit(0)" in (tmp_path / "out" / "exiter" / "feedback.md").read_text()
 
 
+WORKER_KILLER = """
+import os, signal
+def _kill_the_grading_worker():
+    pid = os.getppid()
+    while pid > 1:  # up the chain: monitor, fork server, the worker process that grades us
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"multiprocessing" in handle.read():
+                os.kill(pid, signal.SIGKILL)
+                return
+        with open(f"/proc/{pid}/stat") as handle:
+            pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+_kill_the_grading_worker()
+"""
+
+
+def test_a_student_who_kills_its_grading_worker_stops_nothing(tmp_path):
+    submit = tmp_path / "submit"
+    students = [f"s{i:02d}" for i in range(12)]  # two batches, so worker processes grade them
+    for student in students:
+        (submit / student).mkdir(parents=True)
+        prefix = WORKER_KILLER if student == "s03" else ""
+        (submit / student / "three_node.py").write_text(prefix + solution_source("three_node"))
+    result = grade(submit, tmp_path / "out", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    # Every batch the dead worker held is graded again in the grader's own process, where the
+    # killer finds no worker to kill: everyone, the killer included, is graded on their work.
+    assert {student: row["three_node"] for student, row in grades(tmp_path / "out").items()} == \
+        {student: "10" for student in students}
+
+
 def test_results_do_not_depend_on_workers_and_reruns_are_identical(tmp_path, example_run):
     _, first = example_run
     again = tmp_path / "again"
