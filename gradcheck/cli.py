@@ -54,7 +54,7 @@ def _shard(_: click.Context, __: click.Parameter, value: str | None) -> tuple[in
 @click.option("--assignment", "assignments", multiple=True, type=click.Choice(networks.NAMES),
               help="Grade only these assignments (repeatable). Default: all found in the folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes grading at once (each runs one student job at a time). Default: number of cores.")
+              help="Worker processes grading at once, each one job at a time. Default: number of cores.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds each call of student code may take.")
 @click.option("--memory", "memory_mb", type=click.IntRange(min=64), default=1024, show_default=True,
