@@ -1,8 +1,9 @@
 """Grade many students: snapshots, parallel isolated jobs, resume, shards.
 
 Data flows one way: discover -> snapshot -> grade each (student, assignment) in its own
-sandboxed child -> collect :class:`StudentResult` objects -> reports. Results do not depend
-on the number of workers: every example is drawn from the seed and the assignment alone.
+sandboxed child, batches of jobs spread over ``--workers`` processes -> collect
+:class:`StudentResult` objects -> reports. Results do not depend on the number of workers:
+every example is drawn from the seed and the assignment alone.
 """
 
 from __future__ import annotations
