@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .results import AssignmentResult, RunInfo, StudentResult
-from .scoring import GradingOptions, grade_assignment, missing_assignment, sandbox_for
+from .scoring import FigureWriter, GradingOptions, grade_assignment, missing_assignment, sandbox_for
 from .submissions import Submission, content_hash, discover, snapshot
 
 if TYPE_CHECKING:
@@ -155,7 +155,8 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
     results: list[list[AssignmentResult] | None] = [None] * len(batches)
     # spawn, not fork: the grader has threads (the progress bar), which fork does not copy.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
+    workers = min(options.workers, len(batches))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_grade_batch, batch, options): i for i, batch in enumerate(batches)}
         for future in as_completed(futures):
             index = futures[future]
@@ -354,7 +355,7 @@ def _store(options: RunOptions, student: str, name: str, key: dict[str, object],
     atomic_write(path, json.dumps({"key": key, "result": result.to_dict()}), durable=False)
 
 
-def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarray, np.ndarray], str | None] | None:
+def _figure_writer(options: RunOptions, student: str) -> FigureWriter | None:
     if options.out_dir is None:
         return None
     try:
@@ -364,12 +365,13 @@ def _figure_writer(options: RunOptions, student: str) -> Callable[[str, np.ndarr
         return None
     folder = options.out_dir / student_folder(student)
 
-    def write(label: str, analytic: np.ndarray, reference: np.ndarray) -> str | None:
+    def write(assignment: str, param: str, analytic: np.ndarray, reference: np.ndarray) -> str | None:
         # One font object serves every figure (a FreeType face is not safe to share between
         # threads), and a picture is a nicety: it never costs a point.
+        path = folder / "figures" / f"{assignment}_{param}.png"
         with _FIGURE_LOCK:
             try:
-                path = save_heatmap(label, analytic, reference, folder / "figures" / f"{label}.png")
+                path = save_heatmap(param, analytic, reference, path, title=f"{assignment}: d{param}")
             except Exception:  # noqa: BLE001
                 return None
         return str(path.relative_to(folder)) if path is not None else None

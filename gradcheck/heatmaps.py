@@ -40,6 +40,7 @@ def save_heatmap(
     path: str | os.PathLike[str],
     *,
     tolerance: Tolerance | None = None,
+    title: str | None = None,
 ) -> Path | None:
     """Save a heatmap of the per-entry relative error of ``analytic`` against ``reference``.
 
@@ -54,6 +55,7 @@ def save_heatmap(
         reference: the reference gradient, same shape.
         path: where to write the PNG (parent folders are created).
         tolerance: the relative-error definition's atol/rtol (default: float64's).
+        title: the figure's title (default ``d<name>``), followed by ": relative error".
 
     Returns:
         The path written, or None when Pillow is not installed or the shapes differ (a wrong
@@ -80,16 +82,18 @@ def save_heatmap(
     errors = np.where(np.isnan(errors), 1.0, errors)  # an inf or nan entry is wholly wrong
     grid, steps = _blocks(errors)
     cell = _cell_size(grid.shape)
+    title = f"{title or 'd' + name}: relative error" + (
+        f" (blocks of {steps[0]} x {steps[1]}, worst entry)" if steps != (1, 1) else "")
     width = _MARGIN["left"] + cell * grid.shape[1] + _MARGIN["bar"] * 2 + _MARGIN["bar_labels"]
     height = _MARGIN["top"] + cell * grid.shape[0] + _MARGIN["bottom"]
-    image = Image.new("RGB", (max(width, 200), max(height, 130)), "white")
+    width = max(width, 200, _MARGIN["left"] + _label(title).width + 8)  # the title fits
+    image = Image.new("RGB", (width, max(height, 130)), "white")
     draw = ImageDraw.Draw(image)
-    title = f"d{name}: relative error" + (f" (blocks of {steps[0]} x {steps[1]}, worst entry)"
-                                         if steps != (1, 1) else "")
     _text(draw, (_MARGIN["left"], 6), title)
     _draw_cells(image, draw, grid, cell, labelled=errors.size <= _LABELLED_CELLS)
     _draw_ticks(draw, grid.shape, steps, cell, errors.shape)
-    _draw_colour_bar(image, draw, cell * grid.shape[0])
+    _draw_colour_bar(image, draw, _MARGIN["left"] + cell * grid.shape[1] + _MARGIN["bar"],
+                     cell * grid.shape[0])
     return _write(image, Path(path))
 
 
@@ -181,11 +185,10 @@ def _tick_positions(count: int) -> range:
     return range(0, count, max(1, math.ceil(count / 8)))
 
 
-def _draw_colour_bar(image: Any, draw: Any, height: int) -> None:
+def _draw_colour_bar(image: Any, draw: Any, left: int, height: int) -> None:
     from PIL import Image
 
     height = max(height, 80)
-    left = image.width - _MARGIN["bar_labels"] - _MARGIN["bar"]
     top = _MARGIN["top"]
     # Top = 1 (wholly wrong), bottom = 1e-8, as the cells are coloured.
     scale = 10.0 ** np.linspace(_LOG_HIGH, _LOG_LOW, height)

@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 __all__ = ["Rubric", "GradingOptions", "grade_assignment", "sandbox_for", "missing_assignment",
            "hidden_examples", "GRADING_TOLERANCE"]
 
+FigureWriter = Callable[[str, str, np.ndarray, np.ndarray], "str | None"]
+"""``figures(assignment, parameter, analytic, reference) -> path`` of a saved heatmap, or None."""
+
 # Student and reference gradients are both analytic: only rounding separates correct ones.
 # 1e-4 leaves room for a student who computes in float32; every real bug is off by far more.
 GRADING_TOLERANCE = Tolerance(rtol=1e-4, atol=1e-7, eps=1e-6)
@@ -153,7 +156,7 @@ def grade_assignment(
     options: GradingOptions,
     *,
     relative_source: str | None = None,
-    figures: Callable[[str, np.ndarray, np.ndarray], str | None] | None = None,
+    figures: FigureWriter | None = None,
     sandbox: Sandbox | None = None,
 ) -> AssignmentResult:
     """Grade ``file`` (a module or notebook) for assignment ``name`` in a sandboxed child.
@@ -163,8 +166,8 @@ def grade_assignment(
         file: the student's file, in a snapshot of the student's folder.
         options: seed, limits, rubric.
         relative_source: how to name the file in the results.
-        figures: optional ``figures(label, analytic, reference) -> relative path`` that saves
-            a heatmap of a wrong gradient.
+        figures: optional ``figures(assignment, parameter, analytic, reference) -> relative
+            path`` that saves a heatmap of a wrong gradient.
         sandbox: ``sandbox_for(file, options)``, perhaps already started; the caller then
             closes it. By default one is made and closed here.
     """
@@ -479,7 +482,7 @@ def _zero_checks(network: Network, rubric: Rubric, reason: str) -> list[CheckRes
 
 
 def _checks(network: Network, runs: Sequence[_ExampleRun], rubric: Rubric,
-            figures: Callable[[str, np.ndarray, np.ndarray], str | None] | None) -> list[CheckResult]:
+            figures: FigureWriter | None) -> list[CheckResult]:
     checks = [_fprop_check(network.name, runs, rubric)]
     names = list(runs[0].example.params) if runs else list(network.param_shapes())
     share = rubric.bprop / len(names)
@@ -528,7 +531,7 @@ def _loss_factor(run: _ExampleRun) -> str:
 
 
 def _bprop_check(network: Network, param: str, runs: Sequence[_ExampleRun], share: float,
-                 rubric: Rubric, figures: Callable[[str, np.ndarray, np.ndarray], str | None] | None) -> CheckResult:
+                 rubric: Rubric, figures: FigureWriter | None) -> CheckResult:
     assignment = network.name
     what = f"your bprop's d{param} against the reference gradient on {_examples_phrase(runs)}"
     name = f"bprop: {param}"
@@ -544,7 +547,7 @@ def _bprop_check(network: Network, param: str, runs: Sequence[_ExampleRun], shar
     figure = None
     if figures is not None and report is not None and report.status == "mismatch":
         student = np.asarray(run.student_gradients[param], dtype=np.float64)  # type: ignore[index]
-        figure = figures(f"{assignment}_{param}", student, run.reference_gradients[param])
+        figure = figures(assignment, param, student, run.reference_gradients[param])
     return CheckResult(assignment, name, "bprop", round(score, 6), share, False,
                        f"Compared {what}: failed on {run.label}.", details=tuple(details),
                        diagnosis=diagnosis, example=run.label,
