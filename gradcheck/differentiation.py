@@ -122,20 +122,26 @@ def _central_flat(
     # flat view cost far less per entry than a context manager, a tuple index and 0-d
     # array copies. float64 + float is float64 arithmetic either way, so the perturbed
     # values, the steps and the restored value are bit for bit those of the general path.
-    item = flat.item
+    # A memoryview reads and writes Python floats in the array's own memory at a fraction of
+    # the cost of numpy's scalar indexing; results are gathered in lists and stored at once.
+    values = memoryview(flat)
+    done, slopes, ups, downs = [], [], [], []
     for i in indices:
-        original = item(i)
+        original = values[i]
         try:
-            flat[i] = original + eps
-            step_up = item(i) - original
+            values[i] = original + eps
+            step_up = values[i] - original
             f_plus = _scalar(loss_fn(params))
-            flat[i] = original - eps
-            step_down = item(i) - original
+            values[i] = original - eps
+            step_down = values[i] - original
             f_minus = _scalar(loss_fn(params))
         finally:
-            flat[i] = original
-        gradient[i] = (f_plus - f_minus) / (step_up - step_down)
-        plus[i], minus[i] = f_plus, f_minus
+            values[i] = original
+        done.append(i)
+        slopes.append((f_plus - f_minus) / (step_up - step_down))
+        ups.append(f_plus)
+        downs.append(f_minus)
+    gradient[done], plus[done], minus[done] = slopes, ups, downs
 
 
 def _flat_indices(array: np.ndarray, entries: Entries, key: str) -> Iterable[int]:
