@@ -123,25 +123,26 @@ def _central_flat(
     # array copies. float64 + float is float64 arithmetic either way, so the perturbed
     # values, the steps and the restored value are bit for bit those of the general path.
     # A memoryview reads and writes Python floats in the array's own memory at a fraction of
-    # the cost of numpy's scalar indexing; results are gathered in lists and stored at once.
+    # the cost of numpy's scalar indexing. The loop only perturbs and calls; the steps and
+    # quotients are computed afterwards for all entries at once, with the same float64
+    # arithmetic (x + h is rounded to the dtype: divide by the steps actually taken).
     values = memoryview(flat)
-    done, slopes, ups, downs = [], [], [], []
-    for i in indices:
+    chosen = list(indices)
+    ups, downs = [], []
+    for i in chosen:
         original = values[i]
         try:
             values[i] = original + eps
-            step_up = values[i] - original
-            f_plus = _scalar(loss_fn(params))
+            ups.append(_scalar(loss_fn(params)))
             values[i] = original - eps
-            step_down = values[i] - original
-            f_minus = _scalar(loss_fn(params))
+            downs.append(_scalar(loss_fn(params)))
         finally:
             values[i] = original
-        done.append(i)
-        slopes.append((f_plus - f_minus) / (step_up - step_down))
-        ups.append(f_plus)
-        downs.append(f_minus)
-    gradient[done], plus[done], minus[done] = slopes, ups, downs
+    at = np.array(chosen, dtype=np.intp)
+    originals = flat[at]
+    steps = ((originals + eps) - originals) - ((originals - eps) - originals)
+    plus[at], minus[at] = ups, downs
+    gradient[at] = (plus[at] - minus[at]) / steps
 
 
 def _flat_indices(array: np.ndarray, entries: Entries, key: str) -> Iterable[int]:
