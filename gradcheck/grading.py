@@ -13,8 +13,10 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -156,7 +158,8 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
     # spawn, not fork: the grader has threads (the progress bar), which fork does not copy.
     context = multiprocessing.get_context("spawn")
     workers = min(options.workers, len(batches))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_grade_batch, batch, options): i for i, batch in enumerate(batches)}
         for future in as_completed(futures):
             index = futures[future]
@@ -166,6 +169,31 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
                 results[index] = _grade_batch(batches[index], options)
             report(batches[index])
     return [batch for batch in results if batch is not None]
+
+
+def _die_with(grader: int) -> None:
+    """A worker's first act: make sure it does not outlive the grader.
+
+    A grader stopped by SIGKILL (a CI timeout, an impatient instructor) cannot stop its
+    workers, which would otherwise wait for work forever, or grade on and write results
+    that a resumed run is reading.
+    """
+    try:
+        from ._child import _libc
+
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # Linux: at once
+    except (OSError, AttributeError):
+        pass
+    threading.Thread(target=_exit_when_orphaned, args=(grader,), daemon=True).start()
+
+
+def _exit_when_orphaned(grader: int) -> None:
+    while os.getppid() == grader:  # elsewhere, or a missed signal: within half a second
+        time.sleep(0.5)
+    os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _grade_batch(batch: list[_Job], options: RunOptions,

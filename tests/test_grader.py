@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from processes import survivors
 
 from gradcheck import networks
 
@@ -171,12 +174,17 @@ def test_a_student_who_kills_its_grading_worker_stops_nothing(tmp_path):
         (submit / student).mkdir(parents=True)
         prefix = WORKER_KILLER if student == "s03" else ""
         (submit / student / "three_node.py").write_text(prefix + solution_source("three_node"))
-    result = grade(submit, tmp_path / "out", "--workers", "2")
+    marker = f"GRADCHECK_TEST_RUN={tmp_path.name}"
+    result = subprocess.run([sys.executable, str(GRADER), str(submit), "--out", str(tmp_path / "out"),
+                             "--workers", "2"], capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "GRADCHECK_TEST_RUN": tmp_path.name})
     assert result.returncode == 0, result.stderr
     # Every batch the dead worker held is graded again in the grader's own process, where the
     # killer finds no worker to kill: everyone, the killer included, is graded on their work.
     assert {student: row["three_node"] for student, row in grades(tmp_path / "out").items()} == \
         {student: "10" for student in students}
+    # And the other workers, their fork servers and monitors are gone with the run.
+    assert survivors(marker) == []
 
 
 def test_results_do_not_depend_on_workers_and_reruns_are_identical(tmp_path, example_run):

@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from processes import survivors
 
 from gradcheck import networks
 from gradcheck.grading import user_problem
@@ -458,7 +459,8 @@ def test_kill_and_resume_gives_the_uninterrupted_results_grading_nothing_twice(t
     submit, full, out = tmp_path / "submit", tmp_path / "full", tmp_path / "out"
     resume_students(submit)
     args = ("--timeout", "5", "--workers", "2")
-    process = subprocess.Popen(grader_command(submit, out, *args), env=grader_env(),
+    marker = f"GRADCHECK_TEST_RUN={tmp_path.name}"
+    process = subprocess.Popen(grader_command(submit, out, *args), env={**grader_env(), "GRADCHECK_TEST_RUN": tmp_path.name},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     cache = out / ".cache"
     deadline = time.monotonic() + 120
@@ -467,6 +469,8 @@ def test_kill_and_resume_gives_the_uninterrupted_results_grading_nothing_twice(t
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # Nothing of the killed run goes on: no worker, fork server, monitor or student child.
+    assert survivors(marker) == []
     # A SIGKILL gives no chance to delete the snapshot copies: they stay inside OUT, private,
     # and the resumed run removes them.
     assert (out / ".snapshots").is_dir()
