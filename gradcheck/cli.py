@@ -92,7 +92,12 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
         raise click.UsageError(problem)
     if not resume:
         clear_cache(out_dir)
-    students = _grade_with_progress(submit_dir, options, grade_folder)
+    try:
+        students = _grade_with_progress(submit_dir, options, grade_folder)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted. The finished jobs are kept in {out_dir / '.cache'}: run the same "
+                   "command with --resume to go on from there.", err=True)
+        sys.exit(130)
     write_outputs(out_dir, run_info(options), students)
     _print_table(students, chosen, out_dir)
     _exit_for(students, fail_under)

@@ -158,8 +158,9 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
     # spawn, not fork: the grader has threads (the progress bar), which fork does not copy.
     context = multiprocessing.get_context("spawn")
     workers = min(options.workers, len(batches))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with,
-                             initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with,
+                               initargs=(os.getpid(),))
+    try:
         futures = {pool.submit(_grade_batch, batch, options): i for i, batch in enumerate(batches)}
         for future in as_completed(futures):
             index = futures[future]
@@ -168,7 +169,21 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
             except Exception:  # noqa: BLE001 - the worker is gone, the batch is not lost
                 results[index] = _grade_batch(batches[index], options)
             report(batches[index])
+    except BaseException:  # Ctrl-C: stop now; finished jobs are in the --resume cache
+        pool.shutdown(wait=False, cancel_futures=True)
+        _kill_workers(pool)
+        raise
+    pool.shutdown()
     return [batch for batch in results if batch is not None]
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    terminate = getattr(pool, "kill_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def _die_with(grader: int) -> None:
@@ -185,6 +200,8 @@ def _die_with(grader: int) -> None:
     except (OSError, AttributeError):
         pass
     threading.Thread(target=_exit_when_orphaned, args=(grader,), daemon=True).start()
+    # Ctrl-C is the grader's to handle: workers end with it rather than print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _exit_when_orphaned(grader: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -185,6 +186,28 @@ def test_a_student_who_kills_its_grading_worker_stops_nothing(tmp_path):
         {student: "10" for student in students}
     # And the other workers, their fork servers and monitors are gone with the run.
     assert survivors(marker) == []
+
+
+def test_ctrl_c_stops_the_run_at_once_and_says_how_to_resume(tmp_path):
+    submit = tmp_path / "submit"
+    for i in range(30):  # three batches: workers are busy when the interrupt comes
+        (submit / f"s{i:02d}").mkdir(parents=True)
+        (submit / f"s{i:02d}" / "three_node.py").write_text("import time; time.sleep(0.3)\n"
+                                                            + solution_source("three_node"))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(GRADER), str(submit), "--out", str(out), "--workers", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL, env={**os.environ, "GRADCHECK_TEST_RUN": tmp_path.name})
+    deadline = time.monotonic() + 60
+    while not list((out / ".cache").rglob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert survivors(f"GRADCHECK_TEST_RUN={tmp_path.name}") == []
+    # Stopped, not run to the end: the batches not started were cancelled.
+    assert len(list((out / ".cache").rglob("*.json"))) <= 20
 
 
 def test_results_do_not_depend_on_workers_and_reruns_are_identical(tmp_path, example_run):
