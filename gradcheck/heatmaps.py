@@ -46,7 +46,8 @@ def save_heatmap(
 
     Entries are coloured on a log scale from 1e-8 (right) to 1 (wholly wrong); each cell is
     labelled with its error when the matrix is small enough to read, and a matrix of more
-    than 48 rows or columns is shown in blocks, each coloured by its worst entry. The file
+    than 48 rows or columns is shown in blocks, each coloured by its worst entry. An array
+    of more than two dimensions is shown with one row per index of its first axis. The file
     is written atomically (a temporary file, then a rename).
 
     Args:
@@ -72,8 +73,10 @@ def save_heatmap(
         np.atleast_2d(np.asarray(analytic, dtype=np.float64)),
         np.atleast_2d(np.asarray(reference, dtype=np.float64)),
     )
-    if a.shape != r.shape or a.ndim != 2 or a.size == 0:
+    if a.shape != r.shape or a.size == 0:
         return None
+    if a.ndim > 2:  # a convolution kernel: one row per output channel, the rest flattened
+        a, r = a.reshape(a.shape[0], -1), r.reshape(r.shape[0], -1)
     try:
         from PIL import Image, ImageDraw
     except ImportError:

@@ -388,6 +388,16 @@ def test_a_heatmap_is_dark_exactly_where_the_gradient_is_wrong(tmp_path: Path) -
     assert right.min() > 600  # the light end of the scale
 
 
+def test_a_convolution_kernel_is_shown_one_row_per_output_channel(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    reference = np.ones((4, 2, 3, 3))
+    analytic = reference.copy()
+    analytic[2, 1, 0, 2] = -1.0  # row 2, column 1 * 9 + 0 * 3 + 2 = 11
+    path = save_heatmap("K", analytic, reference, tmp_path / "K.png")
+    brightness = _cell_colours(path, (4, 18)).sum(axis=-1)
+    assert brightness[2, 11] < 200 and np.delete(brightness.ravel(), 2 * 18 + 11).min() > 600
+
+
 def test_a_large_matrix_is_shown_in_blocks_of_its_worst_entries(tmp_path: Path) -> None:
     pytest.importorskip("PIL")
     from PIL import Image
