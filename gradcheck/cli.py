@@ -83,7 +83,7 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
     options = RunOptions(
         assignments=chosen,
         grading=GradingOptions(seed=seed, timeout=timeout, memory_mb=memory_mb, kernel=kernel, user=user),
-        workers=workers or os.cpu_count() or 1,
+        workers=workers or _usable_cores(),
         out_dir=out_dir,
         resume=resume,
         shard=shard,
@@ -156,6 +156,14 @@ def _missing_slices(outputs: tuple[Path, ...], infos: list[RunInfo]) -> list[str
         raise click.UsageError(f"the slices come from splits into {' and '.join(map(str, totals))} "
                                "parts: merge the slices of one --shard K/N run")
     return [f"{k}/{totals[0]}" for k in range(1, totals[0] + 1) if (k, totals[0]) not in given] if totals else []
+
+
+def _usable_cores() -> int:
+    # The cores this process may run on (a container's cpuset), not all of the host's.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _read_run(folder: Path) -> tuple[RunInfo, list[StudentResult]]:
