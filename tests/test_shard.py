@@ -148,12 +148,17 @@ def test_merge_refuses_slices_graded_with_another_seed(runs, tmp_path):
     assert not (tmp_path / "m" / "grades.csv").exists()
 
 
+def _with_run_field(folder: Path, copy: Path, field: str, value: str) -> Path:
+    """A copy of a run's output folder whose run.json says ``field`` is ``value``."""
+    shutil.copytree(folder, copy)
+    data = json.loads((copy / "run.json").read_text())
+    data["run"][field] = value
+    (copy / "run.json").write_text(json.dumps(data))
+    return copy
+
+
 def test_merge_refuses_slices_of_another_grader_version(runs, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(runs["3/3"], other)
-    data = json.loads((other / "run.json").read_text())
-    data["run"]["grader_version"] = "0.0.0+other"
-    (other / "run.json").write_text(json.dumps(data))
+    other = _with_run_field(runs["3/3"], tmp_path / "other", "grader_version", "0.0.0+other")
     result = _run("merge", runs["1/3"], runs["2/3"], other, "--out", tmp_path / "m")
     assert result.returncode == 2
     [line] = _error_lines(result)
@@ -189,11 +194,7 @@ def test_merge_of_some_slices_on_request(runs, tmp_path):
 
 
 def test_merge_refuses_slices_of_different_splits(runs, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(runs["3/3"], other)
-    data = json.loads((other / "run.json").read_text())
-    data["run"]["shard"] = "3/4"
-    (other / "run.json").write_text(json.dumps(data))
+    other = _with_run_field(runs["3/3"], tmp_path / "other", "shard", "3/4")
     result = _run("merge", runs["1/3"], runs["2/3"], other, "--out", tmp_path / "m")
     assert result.returncode == 2
     [line] = _error_lines(result)
