@@ -98,10 +98,8 @@ def grade_folder(
         jobs = [(s, name) for s in snapshots for name in options.assignments]
         if on_total:
             on_total(len(jobs))
-        batches = [[(*jobs[i], pristine.get((jobs[i][0].folder, jobs[i][1])))
-                    for i in range(start, min(start + _BATCH, len(jobs)))]
-                   for start in range(0, len(jobs), _BATCH)]
-        results = [result for batch in _grade_batches(batches, options, progress) for result in batch]
+        results = _grade_jobs([(s, name, pristine.get((s.folder, name))) for s, name in jobs],
+                              options, progress)
     by_student: dict[str, list[AssignmentResult]] = {}
     for (submission, _), result in zip(jobs, results):
         by_student.setdefault(submission.student, []).append(result)
@@ -139,22 +137,22 @@ _BATCH = 10
 _Job = tuple[Submission, str, "bytes | None"]  # the snapshot, the assignment, the file's bytes
 
 
-def _grade_batches(batches: list[list[_Job]], options: RunOptions,
-                   progress: Callable[[str], None] | None) -> list[list[AssignmentResult]]:
-    """Each batch's results, in order: in worker processes when there are several workers.
+def _grade_jobs(jobs: list[_Job], options: RunOptions,
+                progress: Callable[[str], None] | None) -> list[AssignmentResult]:
+    """Every job's result, in order: in batches over worker processes when there are several.
 
     Processes rather than threads: comparing, diagnosing and writing results is Python work
     that a single interpreter lock would serialise. A batch whose worker died (a student's
     code may kill any process of the grader's user) is graded again here.
     """
-    def report(batch: list[_Job]) -> None:
-        for submission, name, _ in batch:
-            if progress:
-                progress(f"{submission.student}/{name}")
+    def report(job: _Job) -> None:
+        if progress:
+            progress(f"{job[0].student}/{job[1]}")
 
+    batches = [jobs[start:start + _BATCH] for start in range(0, len(jobs), _BATCH)]
     if options.workers <= 1 or len(batches) <= 1:
-        return [_grade_batch(batch, options, report) for batch in batches]
-    results: list[list[AssignmentResult] | None] = [None] * len(batches)
+        return _grade_batch(jobs, options, report)
+    results: list[list[AssignmentResult]] = [[] for _ in batches]
     # spawn, not fork: the grader has threads (the progress bar), which fork does not copy.
     context = multiprocessing.get_context("spawn")
     workers = min(options.workers, len(batches))
@@ -168,13 +166,14 @@ def _grade_batches(batches: list[list[_Job]], options: RunOptions,
                 results[index] = future.result()
             except Exception:  # noqa: BLE001 - the worker is gone, the batch is not lost
                 results[index] = _grade_batch(batches[index], options)
-            report(batches[index])
+            for job in batches[index]:
+                report(job)
     except BaseException:  # Ctrl-C: stop now; finished jobs are in the --resume cache
         pool.shutdown(wait=False, cancel_futures=True)
         _kill_workers(pool)
         raise
     pool.shutdown()
-    return [batch for batch in results if batch is not None]
+    return [result for batch in results for result in batch]
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
@@ -214,67 +213,60 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _grade_batch(batch: list[_Job], options: RunOptions,
-                 done: Callable[[list[_Job]], None] | None = None) -> list[AssignmentResult]:
+                 done: Callable[[_Job], None] | None = None) -> list[AssignmentResult]:
     """Grade jobs one after another, each job's sandbox started while the one before runs."""
     results = []
-    with _SandboxPipeline([(submission, name) for submission, name, _ in batch], options, ahead=1) as sandboxes:
-        for index, (submission, name, pristine) in enumerate(batch):
+    with _SandboxPipeline(batch, options) as sandboxes:
+        for job in batch:
+            submission, name, pristine = job
             _restore_if_tampered(submission, name, pristine)
-            box = sandboxes.take(index)
+            box = sandboxes.take()
             try:
                 results.append(_grade_job(submission, name, options, box))
             finally:
                 sandboxes.release(box)
             if done:
-                done([batch[index]])
+                done(job)
     return results
 
 
 class _SandboxPipeline:
-    """Sandboxes started ahead of their jobs and closed behind them, off the workers' path.
+    """Each job's sandbox started while the job before runs, and closed behind it.
 
     Forking a child, moving it into its cgroup and applying the limits, then killing it and
-    removing its scratch folder, are mostly waiting: helper threads do them while the
-    workers run students' calls and compare. Isolation is unchanged (a fresh child per job)
-    and student code still runs only in its job's worker: a child started ahead waits,
-    without a scratch folder, for its load request.
+    removing its scratch folder, are mostly waiting: a helper thread does them while the
+    jobs run students' calls and compare. Isolation is unchanged (a fresh child per job)
+    and student code still runs only in its own job: a child started ahead waits, without a
+    scratch folder, for its load request. Jobs are taken in order, from one thread.
     """
 
-    def __init__(self, jobs: Sequence[tuple[Submission, str]], options: RunOptions, ahead: int) -> None:
-        self._jobs, self._options, self._ahead = jobs, options, ahead
-        self._helpers = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="gradcheck-sandboxes")
-        self._started: dict[int, Future[Sandbox | None]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, jobs: Sequence[_Job], options: RunOptions) -> None:
+        self._jobs, self._options = jobs, options
+        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcheck-sandboxes")
+        self._next: Future[Sandbox | None] | None = None
+        self._taken = 0
 
     def __enter__(self) -> _SandboxPipeline:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        with self._lock:
-            left, self._started = list(self._started.values()), {}
-        for future in left:
-            self.release(future.result())
-        self._helpers.shutdown(wait=True)
+        if self._next is not None:
+            self.release(self._next.result())
+        self._helper.shutdown(wait=True)
 
-    def take(self, index: int) -> Sandbox | None:
-        """Job ``index``'s started sandbox, if it has one; starts those of the next jobs."""
-        for later in range(index + 1, min(index + 1 + self._ahead, len(self._jobs))):
-            self._start(later)
-        with self._lock:
-            future = self._started.pop(index, None)
-        return future.result() if future is not None else None
+    def take(self) -> Sandbox | None:
+        """The next job's sandbox if it was started ahead; starts the one after it."""
+        started, self._taken = self._next, self._taken + 1
+        self._next = (self._helper.submit(self._started_sandbox, self._taken)
+                      if self._taken < len(self._jobs) else None)
+        return started.result() if started is not None else None
 
     def release(self, box: Sandbox | None) -> None:
         if box is not None:
-            self._helpers.submit(box.close)
-
-    def _start(self, index: int) -> None:
-        with self._lock:
-            if index not in self._started:
-                self._started[index] = self._helpers.submit(self._started_sandbox, index)
+            self._helper.submit(box.close)
 
     def _started_sandbox(self, index: int) -> Sandbox | None:
-        submission, name, options = *self._jobs[index], self._options
+        (submission, name, _), options = self._jobs[index], self._options
         if name not in submission.files or (options.resume and _cached_result(submission, name, options)):
             return None
         try:
