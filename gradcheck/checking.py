@@ -117,6 +117,9 @@ def check_gradients(
         True
     """
     _check_params(params)
+    counted = isinstance(max_entries, int) and not isinstance(max_entries, bool)
+    if max_entries is not None and max_entries != "all" and not counted:
+        raise InvalidArgument(f"max_entries must be a number of entries or 'all', not {max_entries!r}")
     if mode == "fast":
         from .fast import fast_check  # local: fast builds on this module
 
@@ -248,9 +251,7 @@ def _sample(params: Mapping[str, np.ndarray], max_entries: int | str | None,
     if max_entries == "all":
         return {}
     if max_entries is not None:
-        if not isinstance(max_entries, int) or isinstance(max_entries, bool):
-            raise InvalidArgument(f"max_entries must be a number of entries or 'all', not {max_entries!r}")
-        return sample_entries(params, max_entries, seed)
+        return sample_entries(params, int(max_entries), seed)
     chosen: dict[str, np.ndarray] = {}
     for position, (key, value) in enumerate(params.items()):
         if value.size > AUTO_SAMPLE_ABOVE:

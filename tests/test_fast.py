@@ -301,6 +301,7 @@ def test_a_sampled_full_check_flags_a_wrong_parameter_at_a_sampled_index():
     (dict(mode="sideways"), "mode"),
     (dict(mode="fast", max_entries=0), "max_entries"),
     (dict(max_entries="most"), "max_entries"),
+    (dict(mode="fast", max_entries="most"), "max_entries"),
 ])
 def test_misuse_says_how_to_fix_the_call(options, message):
     example = mlp_example()
