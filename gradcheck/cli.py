@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import networks
+from .errors import InvalidArgument
 from .results import RunInfo, StudentResult
+
+if TYPE_CHECKING:
+    from .courses import Course
 
 __all__ = ["main", "cli"]
 
@@ -51,8 +55,12 @@ def _shard(_: click.Context, __: click.Parameter, value: str | None) -> tuple[in
 @click.argument("submit_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("grading-results"), show_default=True, help="Folder for the outputs.")
-@click.option("--assignment", "assignments", multiple=True, type=click.Choice(networks.NAMES),
-              help="Grade only these assignments (repeatable). Default: all found in the folder.")
+@click.option("--course", "course_dir", type=click.Path(path_type=Path), default=None,
+              help="Course folder (course.py, reference solutions, support/). "
+                   "Default: the bundled document course.")
+@click.option("--assignment", "assignments", multiple=True, metavar="NAME",
+              help="Grade only these assignments of the course (repeatable). "
+                   "Default: all found in the folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes grading at once, each one job at a time. Default: number of cores.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
@@ -67,7 +75,8 @@ def _shard(_: click.Context, __: click.Parameter, value: str | None) -> tuple[in
 @click.option("--shard", callback=_shard, default=None, metavar="K/N",
               help="Grade only the K-th of N slices of the students.")
 @click.option("--user", default=None, help="When run as root: run student code as this user.")
-def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers: int | None,
+def grade(submit_dir: Path, out_dir: Path, course_dir: Path | None, assignments: tuple[str, ...],
+          workers: int | None,
           timeout: float, memory_mb: int, seed: int, fail_under: float | None, kernel: bool,
           resume: bool, shard: tuple[int, int] | None, user: str | None) -> None:
     """Grade SUBMIT_DIR: one student's files, or one folder per student."""
@@ -76,13 +85,24 @@ def grade(submit_dir: Path, out_dir: Path, assignments: tuple[str, ...], workers
     from .scoring import GradingOptions
     from .submissions import discover
 
-    chosen = assignments or _assignments_in(submit_dir)
+    course = _course(course_dir)
+    unknown = [name for name in assignments if name not in course.assignments]
+    if unknown:
+        raise click.UsageError(f"no assignment {', '.join(map(repr, unknown))} in the course "
+                               f"{course.title!r}; choose among {', '.join(course.names)}")
+    if missing := course.missing_packages():
+        raise click.UsageError(f"the course needs packages that do not import here: "
+                               f"{', '.join(missing)} (pip install -r {course.folder}/requirements.txt)")
+    chosen = assignments or _assignments_in(submit_dir, course.names)
     if not discover(submit_dir, chosen):
-        raise click.UsageError(f"{submit_dir} holds no submissions: expected files such as "
-                               f"two_hidden.py or two_hidden.ipynb, or one folder per student")
+        example = course.names[0]
+        raise click.UsageError(f"{submit_dir} holds no submissions of the course {course.title!r}: "
+                               f"expected files such as {example}.py or {example}.ipynb, or one "
+                               "folder per student")
     options = RunOptions(
         assignments=chosen,
-        grading=GradingOptions(seed=seed, timeout=timeout, memory_mb=memory_mb, kernel=kernel, user=user),
+        grading=GradingOptions(seed=seed, timeout=timeout, memory_mb=memory_mb, kernel=kernel,
+                               user=user, course=str(course.folder)),
         workers=workers or _usable_cores(),
         out_dir=out_dir,
         resume=resume,
@@ -179,12 +199,21 @@ def _read_run(folder: Path) -> tuple[RunInfo, list[StudentResult]]:
         raise click.UsageError(f"{path} is not a valid grading run: {error}") from None
 
 
-def _assignments_in(submit_dir: Path) -> tuple[str, ...]:
+def _course(folder: Path | None) -> Course:
+    from .courses import load_course
+
+    try:
+        return load_course(folder)
+    except InvalidArgument as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _assignments_in(submit_dir: Path, names: tuple[str, ...]) -> tuple[str, ...]:
     # Grade the assignments that anyone submitted, so a class doing two_hidden only is not
     # told about five missing assignments; --assignment chooses explicitly.
     found = {p.stem for p in submit_dir.rglob("*") if p.suffix in (".py", ".ipynb")}
-    chosen = tuple(name for name in networks.NAMES if name in found)
-    return chosen or networks.NAMES
+    chosen = tuple(name for name in names if name in found)
+    return chosen or names
 
 
 def _grade_with_progress(submit_dir: Path, options: object, grade_folder: object) -> list[StudentResult]:

@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,14 @@ def run_info(options: RunOptions) -> RunInfo:
     """The facts that make two runs comparable (and shards mergeable)."""
     shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else ""
     return RunInfo(__version__, options.grading.seed, options.assignments,
-                   options.grading.rubric.to_dict(), shard)
+                   _rubrics(options), shard)
+
+
+def _rubrics(options: RunOptions) -> dict[str, object]:
+    """Each graded assignment's rubric (the course's own, or the one given for all)."""
+    course, forced = options.grading.course_folder(), options.grading.rubric
+    return {name: (forced or course.get(name).rubric).to_dict() for name in options.assignments
+            if name in course.assignments}
 
 
 def select_shard(submissions: Sequence[Submission], shard: tuple[int, int] | None) -> list[Submission]:
@@ -289,9 +296,11 @@ def _job_key(submission: Submission, name: str, options: RunOptions) -> dict[str
 def _grade_job(submission: Submission, name: str, options: RunOptions,
                sandbox: Sandbox | None = None) -> AssignmentResult:
     file = submission.files.get(name)
-    rubric = options.grading.rubric
+    course = options.grading.course_folder()
+    assignment = course.get(name)
+    rubric = options.grading.rubric or assignment.rubric
     if file is None:
-        return missing_assignment(name, rubric, f"{name}.py or {name}.ipynb is missing")
+        return missing_assignment(assignment, rubric, f"{name}.py or {name}.ipynb is missing")
     key = _job_key(submission, name, options)
     digest = str(key["hash"])
     cached = _cached(options, submission.student, name, key)
@@ -299,17 +308,17 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
         return cached
     figures = _figure_writer(options, submission.student) if options.figures else None
     try:
-        result = grade_assignment(name, file, options.grading,
+        result = grade_assignment(assignment, file, options.grading,
+                                  reference=course.reference(name),
                                   relative_source=str(file.relative_to(submission.folder)),
                                   figures=figures, sandbox=sandbox)
     except Exception as error:  # noqa: BLE001 - one broken job must never stop the run
         # Not cached: a grader failure is not the student's result, --resume tries again.
         result = missing_assignment(
-            name, rubric, f"the grader could not grade {file.name}: {type(error).__name__}: {error}")
-        return AssignmentResult(result.assignment, result.source, result.checks, result.problems,
-                                result.output, round(result.seconds, 3), digest)
-    result = AssignmentResult(result.assignment, result.source, result.checks, result.problems,
-                              result.output, round(result.seconds, 3), digest)
+            assignment, rubric,
+            f"the grader could not grade {file.name}: {type(error).__name__}: {error}")
+        return replace(result, seconds=round(result.seconds, 3), content_hash=digest)
+    result = replace(result, seconds=round(result.seconds, 3), content_hash=digest)
     _store(options, submission.student, name, key, result)
     return result
 
@@ -363,8 +372,17 @@ def _cache_key(options: RunOptions, digest: str, folder_digest: str = "") -> dic
     # files a notebook reads), the grader, the examples, the rubric and the limits.
     grading = options.grading
     return {"hash": digest, "folder": folder_digest, "version": __version__, "seed": grading.seed,
-            "rubric": grading.rubric.to_dict(), "hidden": grading.hidden,
+            "rubric": _rubrics(options), "course": _course_digest(options), "hidden": grading.hidden,
             "timeout": grading.timeout, "memory_mb": grading.memory_mb, "kernel": grading.kernel}
+
+
+def _course_digest(options: RunOptions) -> str:
+    """The course's definition and references: changing an answer key invalidates the cache."""
+    course = options.grading.course_folder()
+    files = sorted(course.folder.glob("*.py"))
+    if course.support is not None:
+        files += sorted(p for p in course.support.rglob("*") if p.is_file())
+    return format(zlib.crc32(b"".join(p.read_bytes() for p in files)), "08x")
 
 
 def _cached(options: RunOptions, student: str, name: str, key: dict[str, object]) -> AssignmentResult | None:

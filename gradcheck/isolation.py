@@ -135,8 +135,10 @@ class Sandbox:
         limits: Limits = Limits(),
         kernel: bool = False,
         user: str | None = None,
+        support: Path | None = None,
     ) -> None:
         self.path = Path(path).resolve()
+        self.support = None if support is None else Path(support).resolve()
         if not self.path.is_file():
             raise FileNotFoundError(f"no submission at {self.path}")
         self.limits = limits
@@ -175,7 +177,7 @@ class Sandbox:
         return self._loaded
 
     def call(
-        self, function: str, *args: Any, store: str | None = None, pick: str | None = None,
+        self, function: str, *args: Any, store: str | None = None, pick: str | int | None = None,
         **kwargs: Any,
     ) -> CallResult:
         """Call a function defined by the submission, in the child.
@@ -204,7 +206,7 @@ class Sandbox:
         return results[0]
 
     def call_many(
-        self, function: str, arg_sets: list[tuple[Any, ...]], *, pick: str | None = None,
+        self, function: str, arg_sets: list[tuple[Any, ...]], *, pick: str | int | None = None,
         timeout: float | None = None, kwargs: dict[str, Any] | None = None,
         each: bool = False,
     ) -> list[CallResult]:
@@ -295,7 +297,8 @@ class Sandbox:
             if self._child is None:
                 self._child = self._start_child()
             if self._scratch is None:
-                self._scratch, self._copy_notes = _make_scratch(self.path, self.limits, self._ids)
+                self._scratch, self._copy_notes = _make_scratch(self.path, self.limits, self._ids,
+                                                             self.support)
         except OSError as exc:
             return LoadResult(False, (), (), f"the sandbox could not start: {exc}", 0.0)
         timeout = self.limits.load_timeout + (_KERNEL_START_SECONDS if self.kernel else 0.0)
@@ -804,12 +807,18 @@ def _debug_stream() -> int | None:
 
 
 def _make_scratch(
-    path: Path, limits: Limits, ids: tuple[int, int] | None
+    path: Path, limits: Limits, ids: tuple[int, int] | None, support: Path | None = None
 ) -> tuple[Path, tuple[str, ...]]:
-    """Copy the submission's folder (regular files only, up to the cap) to a scratch folder."""
+    """Copy the submission's folder (regular files only, up to the cap) to a scratch folder.
+
+    The course's support files (helper modules, data) are copied first, so that a student's
+    own file of the same name wins, as it would on the student's machine.
+    """
     root = Path(tempfile.mkdtemp(prefix="gradcheck-"))
     scratch = root / "work"
     scratch.mkdir()
+    if support is not None and support.is_dir():
+        shutil.copytree(support, scratch, dirs_exist_ok=True, symlinks=False)
     budget = limits.copy_bytes - path.stat().st_size
     shutil.copyfile(path, scratch / path.name)
     skipped = 0

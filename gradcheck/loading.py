@@ -141,7 +141,7 @@ def invoke(
     kwargs: Mapping[str, Any],
     *,
     keep: str | None = None,
-    pick: str | None = None,
+    pick: str | int | None = None,
 ) -> Outcome:
     """Call ``namespace[function](*args, **kwargs)`` and describe any failure.
 
@@ -194,7 +194,9 @@ def describe_exception(exc: BaseException) -> str:
     return text + (f" ({where})" if where else "")
 
 
-def _pick(function: str, value: Any, pick: str, seconds: float) -> Outcome:
+def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome:
+    if isinstance(pick, int):
+        return _pick_item(function, value, pick, seconds)
     if not isinstance(value, Mapping):
         return Outcome(
             False,
@@ -207,6 +209,14 @@ def _pick(function: str, value: Any, pick: str, seconds: float) -> Outcome:
         return Outcome(False, error=f"{function} returned a dict without {pick!r}", seconds=seconds)
 
 
+def _pick_item(function: str, value: Any, index: int, seconds: float) -> Outcome:
+    # A layer's forward returns (out, cache): the grader wants out, the cache stays here.
+    if not isinstance(value, (tuple, list)) or len(value) < 2:
+        return Outcome(False, error=(f"{function} returned a {type(value).__name__}, not a "
+                                     "tuple (out, cache)"), seconds=seconds)
+    return Outcome(True, value[index], seconds=seconds)
+
+
 def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     # Imported lazily: the kernel side imports this module without needing numpy first.
     from gradcheck.wire import Ref
@@ -214,7 +224,14 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     if isinstance(value, Ref):
         if value.name not in store:
             raise LookupError(f"no value is stored under {value.name!r}")
-        return store[value.name]
+        stored = store[value.name]
+        if value.item is None:
+            return stored
+        try:
+            return stored[value.item]
+        except BaseException:  # noqa: BLE001 - a student's container may raise anything
+            raise LookupError(f"the value stored under {value.name!r} has no item "
+                              f"{value.item} (a {type(stored).__name__})") from None
     if isinstance(value, tuple):
         return tuple(_resolve(item, store) for item in value)
     if isinstance(value, list):
@@ -545,7 +562,7 @@ class KernelSession:
         kwargs: Mapping[str, Any],
         *,
         keep: str | None = None,
-        pick: str | None = None,
+        pick: str | int | None = None,
     ) -> Outcome:
         """Call a function defined in the kernel (see :func:`invoke` for the arguments)."""
         from gradcheck import wire

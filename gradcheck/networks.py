@@ -195,6 +195,38 @@ class Network:
             layout=architecture.layout,
         )
 
+    def grading_examples(self, seed: int, count: int = 3) -> list[tuple[str, Example]]:
+        """The worked example(s) and ``count`` hidden ones, the same for every student.
+
+        Batch sizes are above 1 and differ from every layer width, and hidden layers differ
+        from the input width, so no matrix in the check is square by accident.
+        """
+        labelled = [("the document's worked example" if i == 0 else f"worked example {i + 1}", ex)
+                    for i, ex in enumerate(self.worked_examples)]
+        index = NAMES.index(self.name) if self.name in NAMES else 99
+        for k in range(count):
+            rng = np.random.default_rng([seed, index, k])
+            sizes = self._hidden_sizes(k)
+            widths = self.architecture(**sizes).widths
+            candidates = [m for m in range(3, 16) if m not in widths]
+            m = candidates[k % len(candidates)]
+            labelled.append((f"hidden example {k + 1} (batch of {m})",
+                             self.random_example(rng, m, lr=0.1, **sizes)))
+        return labelled
+
+    def _hidden_sizes(self, k: int) -> dict[str, object]:
+        if self.name == "binary_classifier":
+            return {"hidden": (3, 4, 5)[k % 3]}
+        if self.name == "mlp":
+            configs = (
+                {"widths": (3, 4, 2), "activations": ("tanh", "sigmoid"), "loss": "squared"},
+                {"widths": (4, 6, 3, 1), "activations": ("relu", "tanh", "sigmoid"),
+                 "loss": "cross_entropy"},
+                {"widths": (2, 5, 3), "activations": ("sigmoid", "identity"), "loss": "squared"},
+            )
+            return dict(configs[k % len(configs)])
+        return {}
+
     def solution(self) -> ModuleType:
         """The worked solution ``solutions/NAME.py`` as a module (the reference answers)."""
         return load_solution(self.name)

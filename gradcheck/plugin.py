@@ -12,9 +12,11 @@ Adds, for instructors' test files and students' own CI:
   ``results.json`` (rendered by :func:`gradcheck.reports.gradescope_json`, like the grader's);
 - ``--gradcheck-seed N`` for the random examples, printed in the header.
 
-Student code runs in the pytest process: this is for students' own CI and instructors'
-test files on one submission. Grading many untrusted submissions goes through
-``grader.py``, which runs each one in an isolated child process.
+- ``--course DIR``: the course whose assignments and reference solutions are used;
+- ``--gradcheck-in-process``: run the student's code in the pytest process, for debugging.
+
+Student code runs in the grader's sandboxed child (time and memory limits, a scratch copy,
+confinement), and the checks are the grader's own verdict: the same points as ``grader.py``.
 
 Example test file (``pytest --submission student/ --gradescope-results results.json``)::
 
@@ -28,7 +30,7 @@ Example test file (``pytest --submission student/ --gradescope-results results.j
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,11 +57,19 @@ class _Outcome:
     ran: bool = False
     failed: bool = False
     message: str = ""
+    credit: float | None = None
+    """Share of the points its verdict checks earned (partial credit), when it asked any."""
 
     @property
     def passed(self) -> bool:
         """Earned its points: the test body ran and nothing failed (a skip earns nothing)."""
         return self.ran and not self.failed
+
+    @property
+    def earned(self) -> float:
+        if self.passed:
+            return self.points
+        return round(self.points * self.credit, 6) if self.credit else 0.0
 
 
 @dataclass
@@ -67,7 +77,11 @@ class _State:
     seed: int
     submission: Path | None
     missing: str
+    course: str | None = None
+    in_process: bool = False
     started: float = field(default_factory=time.monotonic)
+    credits: list[tuple[float, float]] = field(default_factory=list)
+    """(earned, max) of the verdict checks the running test asked for."""
     outcomes: dict[str, _Outcome] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -90,6 +104,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write Gradescope's results.json here, one test entry per test")
     group.addoption("--gradcheck-seed", type=int, default=None, metavar="N",
                     help=f"seed of the random examples (default {_DEFAULT_SEED})")
+    group.addoption("--course", dest="gradcheck_course", metavar="DIR", default=None,
+                    help="course folder (course.py, reference solutions, support/); "
+                         "default: the bundled document course")
+    group.addoption("--gradcheck-in-process", action="store_true", default=False,
+                    help="run the student's code in the pytest process instead of the sandbox "
+                         "(debugging only: the code can then read and change anything)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
         seed=_DEFAULT_SEED if seed is None else seed,
         submission=(config.invocation_params.dir / path) if path else None,
         missing=config.getoption("--submission-missing"),
+        course=config.getoption("gradcheck_course"),
+        in_process=config.getoption("--gradcheck-in-process"),
     )
 
 
@@ -155,6 +177,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = item.config.stash[_STATE].outcomes.get(item.nodeid)
     if outcome is None:
         return
+    state = item.config.stash[_STATE]
+    if report.when == "setup":
+        state.credits.clear()
+    if report.when == "call":
+        earned, total = (sum(c) for c in zip(*state.credits)) if state.credits else (0.0, 0.0)
+        outcome.credit = earned / total if total else None
+        state.credits.clear()
     if report.when == "call" and report.passed:
         outcome.ran = True
     if report.failed or (report.skipped and report.when != "teardown"):
@@ -173,7 +202,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "gradcheck score")
     for o in outcomes:
         if not o.passed:
-            terminalreporter.write_line(f"lost {_fmt(o.points)}: {o.name}")
+            terminalreporter.write_line(f"lost {_fmt(o.points - o.earned)}: {o.name}")
     score, total = _score(outcomes)
     terminalreporter.write_line(f"Score: {_fmt(score)} / {_fmt(total)}", bold=True)
 
@@ -186,7 +215,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from .reports import ResultEntry, atomic_write, gradescope_json
 
     state = session.config.stash[_STATE]
-    entries = [ResultEntry(o.name, o.points if o.passed else 0.0, o.points,
+    entries = [ResultEntry(o.name, o.earned, o.points,
                            o.message or ("" if o.passed else "the test did not run"), o.visibility, o.passed)
                for o in state.outcomes.values()]
     data = gradescope_json(entries, execution_time=time.monotonic() - state.started,
@@ -200,10 +229,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def submission(pytestconfig: pytest.Config) -> Submission:
+def submission(pytestconfig: pytest.Config) -> Iterator[Submission]:
     """The student's submission: ``submission("two_hidden")`` is that assignment, loaded once."""
     state = pytestconfig.stash[_STATE]
-    return Submission(state.submission, missing=state.missing, seed=state.seed, problems=state.problems)
+    loaded = Submission(state.submission, missing=state.missing, seed=state.seed,
+                        problems=state.problems, course=state.course, in_process=state.in_process,
+                        credits=state.credits)
+    yield loaded
+    loaded.close()
 
 
 @pytest.fixture
@@ -236,19 +269,22 @@ class Submission:
     """
 
     def __init__(self, path: Path | None, *, missing: str = "skip", seed: int = _DEFAULT_SEED,
-                 problems: list[str] | None = None) -> None:
+                 problems: list[str] | None = None, course: str | None = None,
+                 in_process: bool = False, credits: list[tuple[float, float]] | None = None) -> None:
         self.path = path
         self.missing = missing
         self.seed = seed
+        self.course = course
+        self.in_process = in_process
         self._problems = problems if problems is not None else []
+        self._credits = credits if credits is not None else []
         self._loaded: dict[str, Assignment | str] = {}
 
     def __call__(self, name: str) -> Assignment:
-        from .networks import NAMES
-
-        if name not in NAMES:
-            pytest.fail(f"submission({name!r}): no such assignment; choose one of {', '.join(NAMES)}",
-                        pytrace=False)
+        course = self._course()
+        if name not in course.assignments:
+            pytest.fail(f"submission({name!r}): no such assignment in the course {course.title!r}; "
+                        f"choose one of {', '.join(course.names)}", pytrace=False)
         if name not in self._loaded:
             self._loaded[name] = self._load(name)
         loaded = self._loaded[name]
@@ -271,6 +307,21 @@ class Submission:
                 return candidate
         return None
 
+    def close(self) -> None:
+        """Stop every sandbox this session started."""
+        for loaded in self._loaded.values():
+            if isinstance(loaded, Assignment):
+                loaded.close()
+
+    def _course(self) -> Any:
+        from .courses import load_course
+        from .errors import InvalidArgument
+
+        try:
+            return load_course(self.course)
+        except InvalidArgument as error:
+            raise pytest.UsageError(str(error)) from None
+
     def _load(self, name: str) -> Assignment | str:
         path = self.find(name)
         if path is None:
@@ -280,121 +331,170 @@ class Submission:
             if self.missing == "skip":
                 pytest.skip(reason)
             return reason
-        from .loading import LoadError, load_submission
-
-        try:
-            loaded = load_submission(path)
-        except LoadError as error:
-            self._problems.append(f"{name}: {error}")
-            return f"{name}: {error}"
+        course = self._course()
+        box = _in_process_box(path) if self.in_process else _sandbox(path, course)
+        if isinstance(box, str):
+            self._problems.append(f"{name}: {box}")
+            return f"{name}: {box}"
+        loaded = box.load()
+        if not loaded.ok:
+            box.close()
+            self._problems.append(f"{name}: {loaded.error}")
+            return f"{name}: {loaded.error}"
         self._problems += [f"{name}: {problem}" for problem in loaded.problems]
-        return Assignment(name, path, loaded.namespace, tuple(loaded.problems), seed=self.seed)
+        return Assignment(course.get(name), path, box, tuple(loaded.problems), seed=self.seed,
+                          reference=course.reference(name), names=tuple(loaded.names),
+                          credits=self._credits)
+
+
+def _sandbox(path: Path, course: Any) -> Any:
+    """The student's code in an isolated child, as the grader runs it."""
+    from .scoring import GradingOptions, sandbox_for
+
+    box = sandbox_for(path, GradingOptions(course=str(course.folder)), support=course.support)
+    box.start()
+    return box
+
+
+def _in_process_box(path: Path) -> Any:
+    """``--gradcheck-in-process``: the student's code in the pytest process (debugging only)."""
+    from .loading import LoadError, load_submission
+    from .scoring import LocalBox
+
+    try:
+        loaded = load_submission(path)
+    except LoadError as error:
+        return str(error)
+    return LocalBox(loaded.namespace, loaded.problems)
 
 
 class Assignment:
-    """One loaded assignment: the student's functions as attributes, and checks that raise.
+    """One loaded assignment: checks that raise, and the student's functions as attributes.
 
-    ``fprop``, ``bprop``, ``update`` (any name the file defines) are attributes. The checks
-    raise ``AssertionError`` (:class:`gradcheck.GradientMismatchError` for gradients) with
-    a message for the student; by default they run on the network's worked example and on
-    two random examples drawn from the run's seed.
+    The checks ask the grader's own verdict (:func:`gradcheck.scoring.grade_assignment`, run
+    once per assignment and session), so a test file and ``grader.py`` give the same points:
+    a test marked ``points(N)`` earns N times the share of the points its checks earned
+    (half of a gradient's share when the gradient is consistent with a wrong forward pass).
+    Student code runs in the grader's sandboxed child unless ``--gradcheck-in-process``.
+    Attributes (``fprop``, ``affine_forward``...) call the student's function there, with
+    arguments and results copied across.
     """
 
-    def __init__(self, name: str, path: Path, namespace: dict[str, Any], problems: tuple[str, ...],
-                 *, seed: int = _DEFAULT_SEED) -> None:
-        self.name = name
+    def __init__(self, assignment: Any, path: Path, box: Any, problems: tuple[str, ...], *,
+                 seed: int = _DEFAULT_SEED, reference: Any = None, names: tuple[str, ...] = (),
+                 credits: list[tuple[float, float]] | None = None) -> None:
+        self.assignment = assignment
+        self.name = assignment.name
         self.path = path
-        self.namespace = namespace
         self.problems = problems
         self.seed = seed
+        self._box = box
+        self._reference = reference
+        self._names = names
+        self._credits = credits if credits is not None else []
+        self._verdict: Any = None
 
     def __getattr__(self, attribute: str) -> Any:
-        namespace = self.__dict__.get("namespace", {})
-        if attribute in namespace:
-            return namespace[attribute]
-        defined = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_"))
+        names = self.__dict__.get("_names", ())
+        if attribute in names:
+            return _Remote(self.__dict__["_box"], attribute)
+        defined = sorted(n for n in names if not n.startswith("_"))
         raise AttributeError(f"{self.__dict__.get('path', 'the submission')} defines no {attribute!r} "
                              f"(it defines: {', '.join(defined) or 'nothing callable'})")
 
     def __repr__(self) -> str:
         return f"<Assignment {self.name} from {self.path}>"
 
-    def examples(self) -> tuple[Any, ...]:
-        """The examples checks use by default: the worked example(s) and two random ones."""
-        import numpy as np
+    def close(self) -> None:
+        self._box.close() if hasattr(self._box, "close") else None
 
-        from .networks import get
+    def verdict(self) -> Any:
+        """The grader's :class:`~gradcheck.results.AssignmentResult` for this file."""
+        if self._verdict is None:
+            from .scoring import GradingOptions, grade_assignment
 
-        network = get(self.name)
-        rng = np.random.default_rng([self.seed, len(self.name)])
-        return (*network.worked_examples, *(network.random_example(rng, m) for m in (3, 5)))
+            self._verdict = grade_assignment(self.assignment, self.path, GradingOptions(seed=self.seed),
+                                             reference=self._reference, sandbox=self._box)
+        return self._verdict
+
+    def check(self, *kinds: str) -> None:
+        """Assert that the checks of these kinds ("fprop", "bprop", "update"; all by default)
+        earned their points, crediting the calling test with the share they did earn."""
+        checks = [c for c in self.verdict().checks if not kinds or c.kind in kinds]
+        self._credits.append((sum(c.score for c in checks), sum(c.max_score for c in checks)))
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            raise _failure(self.name, failed)
+
+    def check_loss(self, example: Any = None, *, rtol: float | None = None) -> None:
+        """The forward pass (fprop's loss, a layer's output, a loss function's value)."""
+        if example is None:
+            return self.check("fprop")
+        from .checking import loss_of
+
+        expected = loss_of(self._reference.fprop(*_network_args(example)))
+        got = loss_of(self.fprop(*_network_args(example)))
+        tolerance = rtol if rtol is not None else self.assignment.tol.rtol
+        if abs(got - expected) > tolerance * max(abs(expected), abs(got), 1e-12):
+            raise AssertionError(f"fprop of {self.name} on {_source(example)}: the loss is {got:.10g} "
+                                 f"but should be {expected:.10g}")
 
     def check_gradients(self, example: Any = None, **options: Any) -> None:
-        """Check the student's bprop against finite differences of the student's own fprop.
+        """Every gradient against the reference's (and, when wrong, the student's own forward).
 
-        Args:
-            example: a ``gradcheck.networks.Example`` (e.g. drawn by
-                ``gradcheck.strategies.examples``); default :meth:`examples`.
-            **options: passed to :func:`gradcheck.assert_gradients_close` (rtol, eps, ...).
-
-        Raises:
-            GradientMismatchError: with the per-parameter table.
+        With ``example`` (a ``gradcheck.networks.Example``, e.g. from
+        :mod:`gradcheck.strategies`), checks bprop against finite differences of the student's
+        own fprop on it instead, with :func:`gradcheck.assert_gradients_close`.
         """
+        if example is None:
+            return self.check("bprop")
         from .checking import assert_gradients_close
 
-        for ex in self._examples(example):
-            ex = ex.fresh()
-            assert_gradients_close(self.fprop, self.bprop, ex.x, ex.y, ex.params,
-                                   fprop_kwargs=ex.options, name=f"{self.name} on {_source(ex)}", **options)
-
-    def check_loss(self, example: Any = None, *, rtol: float = 1e-6) -> None:
-        """Check the student's fprop loss against the reference solution's.
-
-        Raises:
-            AssertionError: the loss differs, or fprop fails or returns no usable loss.
-        """
-        from .networks import get
-
-        reference = get(self.name).solution()
-        for ex in self._examples(example):
-            expected = _loss(reference.fprop, ex, "the reference fprop")
-            got = _loss(self.fprop, ex, "fprop")
-            difference = abs(got - expected)
-            if difference > rtol * max(abs(expected), abs(got), 1e-12):
-                raise AssertionError(
-                    f"fprop of {self.name} on {_source(ex)}: the loss is {got:.10g} but should be "
-                    f"{expected:.10g} (relative error {difference / max(abs(expected), 1e-300):.2e}); "
-                    "check the forward pass and that the loss is summed over the batch")
+        ex = example.fresh()
+        assert_gradients_close(self.fprop, self.bprop, ex.x, ex.y, ex.params, fprop_kwargs=ex.options,
+                               name=f"{self.name} on {_source(ex)}", **options)
 
     def check_update(self, example: Any = None) -> None:
-        """Check ``update(params, grads, lr)`` returns ``p - lr * dp`` for every parameter.
+        """``update(params, grads, lr)`` against ``p - lr * dp`` (never the reference gradients)."""
+        if example is not None:
+            raise TypeError("check_update() checks the grader's examples; it takes no example")
+        self.check("update")
 
-        The gradients passed are the reference solution's, so a wrong bprop cannot fail it.
+    check_forward = check_loss
+    check_backward = check_gradients
 
-        Raises:
-            AssertionError: naming each parameter that is wrong, with the worst entry.
-        """
-        from .comparison import compare_gradients
-        from .networks import get
-        from .tolerances import Tolerance
 
-        reference = get(self.name).solution()
-        for ex in self._examples(example):
-            grads = reference.bprop(reference.fprop(ex.x.copy(), ex.y.copy(), ex.fresh().params, **ex.options))
-            expected = {key: ex.params[key] - ex.lr * grads[key] for key in ex.params}
-            fresh = ex.fresh()
-            try:
-                returned = self.update(fresh.params, {k: v.copy() for k, v in grads.items()}, ex.lr)
-            except Exception as error:  # noqa: BLE001 - student code may raise anything
-                raise AssertionError(f"update of {self.name} raised {type(error).__name__}: {error}") from None
-            reports, problems = compare_gradients(returned, expected, Tolerance(1e-9, 1e-12, 0.0), what="update")
-            wrong = [*problems, *(r.message + _worst(r) for r in reports if not r.ok)]
-            if wrong:
-                raise AssertionError(f"update of {self.name} on {_source(ex)} (lr={ex.lr}): "
-                                     + "; ".join(wrong))
+class _Remote:
+    """A student's function, called in the sandbox; what it returns is copied back."""
 
-    def _examples(self, example: Any) -> tuple[Any, ...]:
-        return (example,) if example is not None else self.examples()
+    def __init__(self, box: Any, name: str) -> None:
+        self._box, self._name = box, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .scoring import _plain
+
+        result = self._box.call(self._name, *args, **kwargs)
+        if not result.ok:
+            raise AssertionError(result.error)
+        return _plain(result.value)
+
+
+def _network_args(example: Any) -> tuple[Any, ...]:
+    ex = example.fresh()
+    return ex.x, ex.y, ex.params
+
+
+def _failure(name: str, failed: list[Any]) -> AssertionError:
+    from .errors import GradientMismatchError
+
+    lines = []
+    for check in failed:
+        lines.append(f"{name} {check.name}: {check.score:g}/{check.max_score:g}. {check.summary}")
+        lines += [f"  {detail}" for detail in check.details if detail]
+        if check.diagnosis:
+            lines.append(f"  likely cause: {check.diagnosis}")
+    error_type = GradientMismatchError if any(c.kind == "bprop" for c in failed) else AssertionError
+    return error_type("\n".join(lines))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -446,22 +546,6 @@ def _failure_message(call: pytest.CallInfo[None], report: pytest.TestReport) -> 
     return text if len(text) <= _FAILURE_CHARS else text[:_FAILURE_CHARS] + "\n... (cut)"
 
 
-def _loss(fprop: Callable[..., Any], example: Any, who: str) -> float:
-    from .checking import loss_of
-
-    ex = example.fresh()
-    try:
-        return loss_of(fprop(ex.x, ex.y, ex.params, **ex.options))
-    except Exception as error:  # noqa: BLE001 - student code may raise anything
-        raise AssertionError(f"{who} on {_source(example)} failed: {type(error).__name__}: {error}") from None
-
-
-def _worst(report: Any) -> str:
-    if report.worst_index is None or report.analytic is None:
-        return ""
-    return (f" (at {report.worst_index}: returned {report.analytic:.8g}, expected {report.reference:.8g})")
-
-
 def _source(example: Any) -> str:
     # Worked examples carry a paragraph of provenance: its first clause names the example.
     source = (example.source or "the example").split(";")[0]
@@ -469,7 +553,7 @@ def _source(example: Any) -> str:
 
 
 def _score(outcomes: list[_Outcome]) -> tuple[float, float]:
-    return (round(sum(o.points for o in outcomes if o.passed), 6), round(sum(o.points for o in outcomes), 6))
+    return (round(sum(o.earned for o in outcomes), 6), round(sum(o.points for o in outcomes), 6))
 
 
 def _is_number(value: object) -> bool:

@@ -60,6 +60,8 @@ class AssignmentResult:
     seconds: float = 0.0
     content_hash: str = ""
     """Hash of the graded file, for --resume."""
+    flags: tuple[str, ...] = ()
+    """For the instructor only, never scored (e.g. a backward pass made of finite differences)."""
 
     @property
     def score(self) -> float:
@@ -79,6 +81,7 @@ class AssignmentResult:
                 **data,
                 "checks": tuple(CheckResult.from_dict(c) for c in data.get("checks", ())),
                 "problems": tuple(data.get("problems", ())),
+                "flags": tuple(data.get("flags", ())),
             }
         )
 

@@ -1,178 +1,135 @@
-"""Score one student's assignment against the reference solution, in an isolated child.
+"""One rubric, one verdict: score a student's assignment against the reference solution.
 
-Rubric (contract section 3): 10 points per assignment: ``fprop`` 2, ``bprop`` 6 split
-evenly over the parameters, ``update`` 2. Every check runs on the document's worked
-example and on hidden random examples drawn from the seed (non-square shapes, batch sizes
-above 1), and passes only when it passes on all of them.
+The grader and the pytest plugin both call :func:`grade_assignment`; nothing else scores.
+It works the same for every kind of :mod:`gradcheck.assignments` (network, layer, loss):
 
-Partial credit: a parameter whose gradient disagrees with the reference but agrees with
-the numerical gradient of the student's *own* fprop earns half its share (the backward
-pass is right for the forward pass the student wrote; the fprop check has already lost
-its points for the forward pass itself).
+* **forward** (``fprop``, ``affine_forward``, the loss of ``softmax_loss``): the value against
+  the reference's, on every case (the worked examples and hidden random ones);
+* **backward**, one check per gradient (``bprop: W1``, ``affine_backward: dx``): the
+  gradient against the reference solution's. A gradient that disagrees with the reference
+  but agrees with finite differences of the student's *own* forward pass, on every case
+  where it disagrees, earns the rubric's ``consistent_fraction`` of its share (the backward
+  pass is right for the forward pass the student wrote). That consistency check runs on
+  every failing case, whether or not the forward value happened to fall within tolerance
+  there;
+* **update** (networks only): against ``p - lr * dp`` with random gradients, never the
+  reference ones.
 
-The reference answers are computed here, in the grader, from ``solutions/``; the child only
-receives inputs (``update`` gets random gradients, never the reference ones) and everything
-it returns is validated before it is compared.
+A check passes only when it passes on every case. The reference answers are computed here,
+in the grader, by running the reference solution through the same calls as the student's
+code (:class:`LocalBox`); the student's child only receives inputs (and for a layer, the
+random upstream gradient ``dout``), and everything it returns is validated before it is
+compared.
 
-Diagnosis: every failing gradient gets a cause from :mod:`gradcheck.diagnosis`, given the
-network, the example and (when fprop is wrong) the numerical gradient of the student's own
-fprop, so the activation-derivative, bias, key, scale and own-fprop causes all reach
-``feedback.md``. A gradient right on a batch of one example (the worked examples of several
-networks have m = 1) and wrong on the hidden batches is named by
-:func:`~gradcheck.diagnosis.diagnose_batch_sizes`. A gradient consistent with the student's
-own (wrong) fprop says so and, when a simpler cause also fits (a factor 1/m from a loss
-averaged instead of summed), names it too.
-
-Inputs modified in place, and stale state (issue 6): on the first hidden example (random,
-a batch above 1), the grader calls ``bprop`` a second time on the same stored cache; two different
-answers mean bprop changed the cache it was given (a fresh cache then gives the first answer
-again) or depends on state left from an earlier call (it does not). It also asks fprop for its
-whole cache once and compares the entries stored under an input's own name (``x``, ``y``, a
-parameter, ``params``) with what was sent: a difference means fprop modified that input in
-place. These findings are listed under the assignment's problems and **never change a
-score**: every call receives fresh copies of x, y and params and bprop's stored cache is
-fresh for every example, so a mutation cannot leak from one check into another, and the
-checks score the first call's answer, as a student's own training loop would see it. A
-mutation that does make an answer wrong already loses that check's points.
+Findings that never change a score go to the assignment's problems (inputs modified in place,
+state kept between calls) or, for the instructor only, to its flags (a backward pass that
+returns finite differences instead of derivatives).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import networks
+from .assignments import CONSISTENCY_TOLERANCE, GRADING_TOLERANCE, Assignment, Call, Case, Layer, Loss, Network
 from .checking import _StudentError as StudentError
 from .checking import scalar_loss
 from .comparison import ParameterReport, compare_gradients, relative_error
-from .diagnosis import (
-    Diagnosis,
-    annotate,
-    diagnose_batch_sizes,
-    diagnose_gradients,
-    diagnose_repeated_calls,
-)
+from .diagnosis import Diagnosis, annotate, diagnose_batch_sizes, diagnose_gradients, diagnose_repeated_calls
 from .diagnosis.sentences import consistent_with_own_fprop, mutates_inputs
 from .differentiation import central_differences
-from .networks import Example, Network
 from .results import AssignmentResult, CheckResult
-from .tolerances import Tolerance
 
 if TYPE_CHECKING:
+    from .courses import Course
     from .isolation import Sandbox
 
 __all__ = ["Rubric", "GradingOptions", "grade_assignment", "sandbox_for", "missing_assignment",
-           "hidden_examples", "GRADING_TOLERANCE"]
+           "LocalBox", "GRADING_TOLERANCE"]
+
+from .assignments import Rubric  # noqa: E402  (re-exported: the rubric lives with the model)
 
 FigureWriter = Callable[[str, str, np.ndarray, np.ndarray], "str | None"]
 """``figures(assignment, parameter, analytic, reference) -> path`` of a saved heatmap, or None."""
 
-# Student and reference gradients are both analytic: only rounding separates correct ones.
-# 1e-4 leaves room for a student who computes in float32; every real bug is off by far more.
-GRADING_TOLERANCE = Tolerance(rtol=1e-4, atol=1e-7, eps=1e-6)
-# The student's gradient against finite differences of the student's own fprop.
-CONSISTENCY_TOLERANCE = Tolerance(rtol=1e-4, atol=1e-6, eps=1e-6)
-
-
-@dataclass(frozen=True)
-class Rubric:
-    """Points per check; the contract's default rubric."""
-
-    fprop: float = 2.0
-    bprop: float = 6.0
-    update: float = 2.0
-    consistent_fraction: float = 0.5
-    """Share of a parameter's bprop points when it matches the student's own (wrong) fprop."""
-
-    def to_dict(self) -> dict[str, float]:
-        return {"fprop": self.fprop, "bprop": self.bprop, "update": self.update,
-                "consistent_fraction": self.consistent_fraction}
+# An analytic float64 gradient agrees with another to rounding (~1e-13 relative); finite
+# differences cannot get below ~1e-10 (truncation and cancellation), whatever the step.
+_FINITE_DIFFERENCE_FLOOR = 1e-9
 
 
 @dataclass(frozen=True)
 class GradingOptions:
-    """How to grade: seed, limits, examples."""
+    """How to grade: seed, limits, examples, course."""
 
     seed: int = 0
     hidden: int = 3
-    """Hidden random examples per assignment, besides the worked example."""
-    rubric: Rubric = field(default_factory=Rubric)
+    """Hidden random examples per assignment, besides the worked examples."""
+    rubric: Rubric | None = None
+    """Overrides every assignment's own rubric when given (``None``: the assignment's)."""
     timeout: float = 10.0
     memory_mb: int = 1024
     kernel: bool = False
     user: str | None = None
+    course: str | None = None
+    """The course folder (``None``: the bundled document course)."""
+
+    def course_folder(self) -> Course:
+        from .courses import load_course
+
+        return load_course(self.course)
 
 
-def hidden_examples(network: Network, seed: int, count: int = 3) -> list[tuple[str, Example]]:
-    """The worked example(s) and ``count`` hidden ones, the same for every student.
+def sandbox_for(file: Path, options: GradingOptions, support: Path | None = None) -> Sandbox:
+    """The sandbox that :func:`grade_assignment` runs ``file`` in (not started yet)."""
+    from .isolation import Limits, Sandbox  # deferred: the grader process imports it lazily
 
-    Batch sizes are above 1 and differ from every layer width, and hidden layers differ
-    from the input width, so no matrix in the check is square by accident.
-    """
-    labelled = [("the document's worked example" if i == 0 else f"worked example {i + 1}", ex)
-                for i, ex in enumerate(network.worked_examples)]
-    index = networks.NAMES.index(network.name) if network.name in networks.NAMES else 99
-    for k in range(count):
-        rng = np.random.default_rng([seed, index, k])
-        sizes = _hidden_sizes(network, k)
-        widths = network.architecture(**sizes).widths
-        candidates = [m for m in range(3, 16) if m not in widths]
-        m = candidates[k % len(candidates)]
-        labelled.append((f"hidden example {k + 1} (batch of {m})",
-                         network.random_example(rng, m, lr=0.1, **sizes)))
-    return labelled
+    # A whole notebook may hold several slow demo cells, each stopped at the call limit.
+    limits = Limits(call_timeout=options.timeout, load_timeout=max(30.0, 6 * options.timeout),
+                    memory_mb=options.memory_mb)
+    if support is None:
+        support = options.course_folder().support
+    return Sandbox(file, limits=limits, kernel=options.kernel, user=options.user, support=support)
 
 
-def _hidden_sizes(network: Network, k: int) -> dict[str, object]:
-    if network.name == "binary_classifier":
-        return {"hidden": (3, 4, 5)[k % 3]}
-    if network.name == "mlp":
-        configs = (
-            {"widths": (3, 4, 2), "activations": ("tanh", "sigmoid"), "loss": "squared"},
-            {"widths": (4, 6, 3, 1), "activations": ("relu", "tanh", "sigmoid"), "loss": "cross_entropy"},
-            {"widths": (2, 5, 3), "activations": ("sigmoid", "identity"), "loss": "squared"},
-        )
-        return dict(configs[k % len(configs)])
-    return {}
-
-
-def missing_assignment(name: str, rubric: Rubric, reason: str) -> AssignmentResult:
+def missing_assignment(assignment: Assignment, rubric: Rubric, reason: str,
+                       source: str | None = None) -> AssignmentResult:
     """Zero points for every check, with one reason (file missing, not loadable...)."""
-    checks = tuple(_zero_checks(networks.get(name), rubric, reason))
-    return AssignmentResult(name, None, checks, problems=(reason,))
+    return AssignmentResult(assignment.name, source, tuple(_zero_checks(assignment, rubric, reason)),
+                            problems=(reason,))
 
 
 def grade_assignment(
-    name: str,
+    assignment: Assignment,
     file: Path,
     options: GradingOptions,
     *,
+    reference: ModuleType,
     relative_source: str | None = None,
     figures: FigureWriter | None = None,
-    sandbox: Sandbox | None = None,
+    sandbox: Any = None,
 ) -> AssignmentResult:
-    """Grade ``file`` (a module or notebook) for assignment ``name`` in a sandboxed child.
+    """Grade ``file`` (a module or notebook) for ``assignment``.
 
     Args:
-        name: the assignment (a network name).
+        assignment: what is graded (a network, layer or loss of the course).
         file: the student's file, in a snapshot of the student's folder.
         options: seed, limits, rubric.
+        reference: the reference solution, imported in the grader.
         relative_source: how to name the file in the results.
-        figures: optional ``figures(assignment, parameter, analytic, reference) -> relative
-            path`` that saves a heatmap of a wrong gradient.
-        sandbox: ``sandbox_for(file, options)``, perhaps already started; the caller then
-            closes it. By default one is made and closed here.
+        figures: saves a heatmap of a wrong gradient and returns its relative path.
+        sandbox: where the student's code runs: ``sandbox_for(file, options)`` (the default,
+            closed here), a started one (the caller closes it), or a :class:`LocalBox`.
     """
-    network = networks.get(name)
     started = time.perf_counter()
+    rubric = options.rubric or assignment.rubric
     source = relative_source or file.name
     owned = sandbox is None
     with sandbox_for(file, options) if owned else contextlib.nullcontext(sandbox) as box:
@@ -180,85 +137,110 @@ def grade_assignment(
         problems = list(loaded.problems)
         if not loaded.ok:
             reason = loaded.error or f"{source} could not be loaded"
-            result = missing_assignment(name, options.rubric, reason)
-            return AssignmentResult(name, source, result.checks, tuple(problems) + (reason,),
-                                    output=box.output, seconds=time.perf_counter() - started)
-        missing = [f for f in ("fprop", "bprop", "update") if f not in loaded.names]
+            result = missing_assignment(assignment, rubric, reason, source)
+            return AssignmentResult(assignment.name, source, result.checks,
+                                    tuple(problems) + (reason,), output=box.output,
+                                    seconds=time.perf_counter() - started)
+        missing = [f for f in assignment.functions if f not in loaded.names]
         if missing:
             problems.append(f"{source} does not define {', '.join(missing)}")
-        references = _references(name, options.seed, options.hidden)
-        # Probed on a random example: a worked example may be a fixed point of a mutation
-        # (batch_sigmoid's x is already divided by its maximum).
+        references = _references(assignment, reference, options.seed, options.hidden)
         probe = next((i for i, ref in enumerate(references)
-                      if ref.label.startswith("hidden") and ref.example.batch_size > 1), 0)
-        runs = [_run_example(box, network, ref, probe=i == probe) for i, ref in enumerate(references)]
-        _run_updates(box, runs)
+                      if ref.case.hidden and ref.case.batch_size > 1), 0)
+        runs = [_run(box, assignment, ref, probe=i == probe) for i, ref in enumerate(references)]
+        _check_consistency(box, assignment, runs)
+        if isinstance(assignment, Network):
+            _run_updates(box, assignment, runs)
         output = box.output
     problems += [found for run in runs for found in run.behaviour if found not in problems]
-    # A key that is not a parameter costs nothing, but the student should know it is ignored.
+    # A key that is not a gradient costs nothing, but the student should know it is ignored.
     problems += [f"{report.message}; it was ignored" for report in _unexpected(runs)]
-    checks = _checks(network, runs, options.rubric, figures)
-    return AssignmentResult(name, source, tuple(checks), tuple(problems), output=output,
-                            seconds=time.perf_counter() - started)
+    checks = _checks(assignment, runs, rubric, figures)
+    return AssignmentResult(assignment.name, source, tuple(checks), tuple(problems), output=output,
+                            seconds=time.perf_counter() - started, flags=_flags(assignment, runs))
 
 
-def sandbox_for(file: Path, options: GradingOptions) -> Sandbox:
-    """The sandbox that :func:`grade_assignment` runs ``file`` in (not started yet)."""
-    from .isolation import Limits, Sandbox  # deferred: the grader process imports it lazily
-
-    # A whole notebook may hold several slow demo cells, each stopped at the call limit.
-    limits = Limits(call_timeout=options.timeout, load_timeout=max(30.0, 6 * options.timeout),
-                    memory_mb=options.memory_mb)
-    return Sandbox(file, limits=limits, kernel=options.kernel, user=options.user)
-
-
-# -- running one example in the child -------------------------------------------------------
-
-
-@dataclass
-class _ExampleRun:
-    label: str
-    example: Example
-    fprop_error: str | None = None
-    loss: float | None = None
-    reference_loss: float = 0.0
-    bprop_error: str | None = None
-    gradients: tuple[ParameterReport, ...] = ()
-    consistent: dict[str, bool] = field(default_factory=dict)
-    simpler: dict[str, Diagnosis] = field(default_factory=dict)
-    """Causes found without the own-fprop hypothesis, for gradients consistent with it."""
-    update_error: str | None = None
-    update_report: tuple[ParameterReport, ...] = ()
-    reference_gradients: Mapping[str, np.ndarray] = field(default_factory=dict)
-    student_gradients: object = None
-    behaviour: tuple[str, ...] = ()
-    """Inputs modified in place or stale state, found by repeated calls (never scored)."""
+# -- the reference answers ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Reference:
-    """One example and the reference solution's answers on it, the same for every student."""
+    """One case and the reference solution's answers on it, the same for every student."""
 
-    label: str
-    example: Example
-    loss: float
+    case: Case
+    forward: Any
+    """The loss (a float) or a layer's output (an array)."""
     gradients: Mapping[str, np.ndarray]
+    dout: np.ndarray | None = None
 
 
-@functools.lru_cache(maxsize=32)
-def _references(name: str, seed: int, count: int) -> tuple[_Reference, ...]:
-    # Computed once per run, not once per student; read-only, so no caller can change them.
-    network = networks.get(name)
-    solution = network.solution()
-    references = []
-    for label, example in hidden_examples(network, seed, count):
-        ex = example.fresh()
-        cache = solution.fprop(ex.x, ex.y, dict(ex.params), **ex.options)
-        gradients = {k: _read_only(np.array(v, dtype=np.float64)) for k, v in solution.bprop(cache).items()}
-        for array in (example.x, example.y, *example.params.values()):
-            _read_only(array)
-        references.append(_Reference(label, example, float(cache["loss"]), gradients))
-    return tuple(references)
+class LocalBox:
+    """The sandbox's interface over a module's functions, run in this process.
+
+    The grader runs the *reference* solution through it (trusted code), so that the reference
+    answers come from exactly the calls the student's code receives. The pytest plugin's
+    in-process debugging mode runs student code through it too.
+    """
+
+    def __init__(self, namespace: Mapping[str, Any], problems: Sequence[str] = ()) -> None:
+        self._namespace = dict(namespace)
+        self._store: dict[str, Any] = {}
+        self._problems = tuple(problems)
+        self.output = ""
+
+    def __enter__(self) -> LocalBox:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._store.clear()
+
+    def load(self) -> Any:
+        from .isolation import LoadResult
+
+        names = tuple(k for k, v in self._namespace.items() if callable(v))
+        return LoadResult(True, names, self._problems, None)
+
+    def call(self, function: str, *args: Any, store: str | None = None,
+             pick: str | int | None = None, **kwargs: Any) -> Any:
+        from .isolation import CallResult
+        from .loading import invoke
+
+        outcome = invoke(self._namespace, self._store, function, args, kwargs, keep=store, pick=pick)
+        return CallResult(outcome.ok, outcome.value, outcome.error, outcome.seconds)
+
+    def call_many(self, function: str, arg_sets: list[tuple[Any, ...]], *,
+                  pick: str | int | None = None, kwargs: Mapping[str, Any] | None = None,
+                  each: bool = False) -> list[Any]:
+        return [self.call(function, *args, pick=pick, **dict(kwargs or {})) for args in arg_sets]
+
+
+_REFERENCES: dict[tuple[str, str, int, int], tuple[_Reference, ...]] = {}
+
+
+def _references(assignment: Assignment, module: ModuleType, seed: int,
+                hidden: int) -> tuple[_Reference, ...]:
+    # Computed once per run, not once per student (a course imports each reference module
+    # once, under a name of its own); read-only, so no caller can change them.
+    key = (assignment.name, module.__name__, seed, hidden)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _compute_references(assignment, module, seed, hidden)
+    return _REFERENCES[key]
+
+
+def _compute_references(assignment: Assignment, module: ModuleType, seed: int,
+                        hidden: int) -> tuple[_Reference, ...]:
+    box = LocalBox(vars(module))
+    answers = []
+    for case in assignment.cases(seed, hidden):
+        run = _run(box, assignment, _Reference(case, None, {}), reference=True)
+        failure = run.forward_error or run.backward_error
+        if failure or not isinstance(run.gradients_value, Mapping):
+            raise RuntimeError(f"the reference solution of {assignment.name} fails on "
+                               f"{case.label}: {failure or run.gradients_value!r}")
+        gradients = {k: _read_only(np.array(v, dtype=np.float64))
+                     for k, v in run.gradients_value.items()}
+        answers.append(_Reference(case, run.forward, gradients, run.dout))
+    return tuple(answers)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -266,122 +248,256 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _run_example(box: object, network: Network, reference: _Reference,
-                 probe: bool = False) -> _ExampleRun:
-    from .wire import Ref
+def _dout(assignment: Assignment, case: Case, out: Any) -> np.ndarray | None:
+    """A layer's random upstream gradient: seeded by the case, shaped like the output."""
+    if not isinstance(assignment, Layer):
+        return None
+    rng = np.random.default_rng(zlib.crc32(f"{assignment.name}/{case.label}".encode()))
+    return _read_only(rng.standard_normal(np.shape(out)))
 
-    example = reference.example
-    ex = example.fresh()
-    run = _ExampleRun(reference.label, example, reference_loss=reference.loss,
-                      reference_gradients=reference.gradients)
 
-    fprop = box.call("fprop", ex.x, ex.y, dict(ex.params), store="cache", pick="loss", **ex.options)  # type: ignore[attr-defined]
-    run.fprop_error, run.loss = _loss(fprop, run.reference_loss)
-    if run.fprop_error is None or run.loss is not None:
-        bprop = box.call("bprop", Ref("cache"))  # type: ignore[attr-defined]
-        if bprop.ok:
-            run.student_gradients = _plain(bprop.value)
-            _compare_bprop(box, network, example, run)
-            if probe:
-                run.behaviour = _probe_behaviour(box, example, run)
-        else:
-            run.bprop_error = bprop.error
-    else:
-        run.bprop_error = "bprop was not called because fprop failed"
+# -- running one case --------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    reference: _Reference
+    forward_error: str | None = None
+    forward: Any = None
+    """The student's loss (float) or output (array), when usable."""
+    backward_error: str | None = None
+    gradients_value: Any = None
+    """What the backward pass returned, as a dict by gradient name when possible."""
+    gradients: tuple[ParameterReport, ...] = ()
+    dout: np.ndarray | None = None
+    consistent: dict[str, bool] = field(default_factory=dict)
+    numerical_own: Mapping[str, np.ndarray] | None = None
+    simpler: dict[str, Diagnosis] = field(default_factory=dict)
+    """Causes found without the own-forward hypothesis, for gradients consistent with it."""
+    update_error: str | None = None
+    update_report: tuple[ParameterReport, ...] = ()
+    behaviour: tuple[str, ...] = ()
+    """Inputs modified in place or stale state, found by repeated calls (never scored)."""
+
+    @property
+    def case(self) -> Case:
+        return self.reference.case
+
+    @property
+    def label(self) -> str:
+        return self.case.label
+
+
+def _call(box: Any, call: Call) -> Any:
+    return box.call(call.function, *call.args, store=call.store, pick=call.pick, **call.kwargs)
+
+
+def _run(box: Any, assignment: Assignment, ref: _Reference, *, probe: bool = False,
+         reference: bool = False) -> _Run:
+    """Run one case: the forward pass, then the backward pass on its cache.
+
+    The backward pass is called whenever the forward pass returned, even when its loss is
+    not a usable scalar (document 003's per-example loss): its gradients are still graded.
+    """
+    run = _Run(ref)
+    case = ref.case
+    result = _call(box, assignment.forward_call(case))
+    if not result.ok:
+        run.forward_error = result.error
+        run.backward_error = f"{_backward_name(assignment)} was not called because " \
+                             f"{assignment.functions[0]} failed"
+        return run
+    value = _plain(result.value)
+    if isinstance(assignment, Loss):
+        value, run.gradients_value = _split_loss(assignment, value, run)
+        if run.forward_error:
+            return run
+    run.forward_error, run.forward = _judge_forward(assignment, value, ref, reference)
+    run.dout = _dout(assignment, case, run.forward) if reference else ref.dout
+    if isinstance(assignment, Layer) and run.forward is None:
+        run.backward_error = f"{assignment.backward} was not called: {assignment.forward} " \
+                             "returned no usable output"
+        return run
+    backward = assignment.backward_call(case, run.dout)
+    if backward is not None:
+        answer = _call(box, backward)
+        if not answer.ok:
+            run.backward_error = answer.error
+            return run
+        run.gradients_value = assignment.gradients(_plain(answer.value))
+    if reference:
+        return run
+    _compare_gradients(assignment, run)
+    if probe and isinstance(assignment, Network):
+        run.behaviour = _probe_behaviour(box, assignment, run)
     return run
 
 
-def _compare_bprop(box: object, network: Network, example: Example, run: _ExampleRun) -> None:
-    reports, problems = compare_gradients(run.student_gradients, run.reference_gradients,
-                                          GRADING_TOLERANCE)
-    run.bprop_error = problems[0] if problems else None
-    numerical_own = None
-    if run.fprop_error and any(not r.ok for r in reports):
-        run.consistent, numerical_own = _consistent_with_own_fprop(box, example.fresh(), run)
-    run.gradients = annotate(reports, run.student_gradients, run.reference_gradients,
-                             batch_size=_batch(example), network=network, example=example,
-                             numerical_own=numerical_own)
-    if any(run.consistent.values()) and isinstance(run.student_gradients, Mapping):
-        # The own-fprop verdict hides any other cause; ask again without it, so that a
-        # loss averaged instead of summed is named as the factor 1/m as well.
-        run.simpler = diagnose_gradients(run.student_gradients, run.reference_gradients,
-                                         network=network, example=example,
-                                         batch_size=_batch(example))
+def _backward_name(assignment: Assignment) -> str:
+    return assignment.functions[1] if len(assignment.functions) > 1 else assignment.functions[0]
 
 
-def _loss(result: object, reference_loss: float) -> tuple[str | None, float | None]:
-    """(error, loss): the error says why fprop fails; loss is set when it is a number."""
-    if not result.ok:  # type: ignore[attr-defined]
-        return result.error, None  # type: ignore[attr-defined]
+def _split_loss(assignment: Loss, value: Any, run: _Run) -> tuple[Any, Any]:
+    """A loss function's (loss, grads): the loss to judge, the gradients by input name."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        run.forward_error = (f"{assignment.function} returned {_kind_of(value)}, not a pair "
+                             f"(loss, {_grads_phrase(assignment)})")
+        run.backward_error = run.forward_error
+        return None, None
+    return value[0], assignment.gradients(value[1])
+
+
+def _grads_phrase(assignment: Assignment) -> str:
+    names = getattr(assignment, "wrt", ())
+    return ", ".join(f"d{n}" for n in names) if len(names) != 1 else f"d{names[0]}"
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _judge_forward(assignment: Assignment, value: Any, ref: _Reference,
+                   reference: bool) -> tuple[str | None, Any]:
+    """(error, usable value): the loss or the output, checked against the reference."""
+    if isinstance(assignment, Layer):
+        return _judge_output(assignment, value, ref, reference)
     try:
-        loss = scalar_loss(_plain(result.value))  # type: ignore[attr-defined]
+        loss = scalar_loss(value)
     except StudentError as error:
-        return str(error), None
-    error = relative_error(np.array(loss), np.array(reference_loss), GRADING_TOLERANCE)
-    if float(error) > GRADING_TOLERANCE.rtol:
-        return (f"fprop's loss is {loss:.10g}, the reference loss is {reference_loss:.10g} "
-                f"(relative error {float(error):.2e})", loss)
+        return str(error).replace("fprop", assignment.functions[0]), None
+    if reference:
+        return None, loss
+    error = relative_error(np.array(loss), np.array(ref.forward), assignment.tol)
+    if float(error) > assignment.tol.rtol:
+        return (f"{assignment.functions[0]}'s loss is {loss:.10g}, the reference loss is "
+                f"{ref.forward:.10g} (relative error {float(error):.2e})", loss)
     return None, loss
 
 
-def _consistent_with_own_fprop(box: object, ex: Example, run: _ExampleRun
-                               ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
-    """Per parameter: does bprop match finite differences of the student's own loss?
+def _judge_output(assignment: Layer, value: Any, ref: _Reference,
+                  reference: bool) -> tuple[str | None, Any]:
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        return (f"{assignment.forward} returned {_kind_of(value)} as out, not a numeric array "
+                "(return (out, cache))"), None
+    out = value.astype(np.float64)
+    if reference:
+        return None, out
+    if out.shape != np.shape(ref.forward):
+        return (f"{assignment.forward}'s out has shape {out.shape}, expected "
+                f"{np.shape(ref.forward)} (the shape of dout)"), None
+    reports, _ = compare_gradients({"out": out}, {"out": ref.forward}, assignment.tol,
+                                   what=assignment.forward)
+    if not reports[0].ok:
+        return _mismatch_line("out", reports[0], assignment.forward), out
+    return None, out
 
-    Returns that verdict and the numerical gradient itself (None when the student's fprop
-    fails on a perturbed input), which the diagnosis uses too.
+
+def _compare_gradients(assignment: Assignment, run: _Run) -> None:
+    what = _backward_name(assignment)
+    reports, problems = compare_gradients(run.gradients_value, run.reference.gradients,
+                                          assignment.tol, what=what)
+    run.backward_error = problems[0] if problems else None
+    run.gradients = reports
+
+
+def _annotate(assignment: Assignment, run: _Run) -> None:
+    network, example = _network_context(assignment, run.case)
+    run.gradients = annotate(run.gradients, run.gradients_value, run.reference.gradients,
+                             batch_size=run.case.batch_size, network=network, example=example,
+                             numerical_own=run.numerical_own)
+    if any(run.consistent.values()) and isinstance(run.gradients_value, Mapping):
+        # The own-forward verdict hides any other cause; ask again without it, so that a
+        # loss averaged instead of summed is named as the factor 1/m as well.
+        run.simpler = diagnose_gradients(run.gradients_value, run.reference.gradients,
+                                         network=network, example=example,
+                                         batch_size=run.case.batch_size)
+
+
+def _network_context(assignment: Assignment, case: Case) -> tuple[Any, Any]:
+    """The document network and example the diagnosis can replay bugs on, when there is one."""
+    if isinstance(assignment, Network) and assignment.reference is not None:
+        return assignment.reference, case.detail
+    return None, None
+
+
+# -- the own-forward consistency check ----------------------------------------------------------
+
+
+def _check_consistency(box: Any, assignment: Assignment, runs: Sequence[_Run]) -> None:
+    """On every case with a wrong gradient: does it match the student's own forward pass?"""
+    for run in runs:
+        if any(not r.ok for r in run.gradients) and isinstance(run.gradients_value, Mapping):
+            run.consistent, run.numerical_own = _consistent_with_own_forward(box, assignment, run)
+        _annotate(assignment, run)
+
+
+def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
+                                 ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
+    """Per gradient: does it match finite differences of the student's own objective?
+
+    The perturbed forward calls run in the child, in one round trip; the differences are
+    taken here. Returns the verdict and the numerical gradient (None when the student's
+    forward pass fails on a perturbed input).
     """
-    # Finite differences of the student's own loss, evaluated in the child, differenced here.
-    params = {k: v.copy() for k, v in ex.params.items()}
-    arg_sets: list[tuple[object, ...]] = []
+    case = run.case
+    values = {k: np.array(v, dtype=np.float64) for k, v in assignment.values(case).items()}
+    calls: list[Call] = []
 
-    def record(p: Mapping[str, np.ndarray]) -> float:
-        arg_sets.append((ex.x, ex.y, {k: v.copy() for k, v in p.items()}))
+    def record(perturbed: Mapping[str, np.ndarray]) -> float:
+        calls.append(assignment.perturbed_call(case, {k: v.copy() for k, v in perturbed.items()}))
         return 0.0
 
-    central_differences(record, params, CONSISTENCY_TOLERANCE.eps)
-    results = box.call_many("fprop", arg_sets, pick="loss", kwargs=dict(ex.options))  # type: ignore[attr-defined]
-
-    losses = iter(results)
+    central_differences(record, values, CONSISTENCY_TOLERANCE.eps)
+    first = calls[0]
+    results = iter(box.call_many(first.function, [c.args for c in calls], pick=first.pick,
+                                 kwargs=dict(first.kwargs)))
 
     def replay(_: Mapping[str, np.ndarray]) -> float:
-        result = next(losses)
-        error, loss = _loss(result, 0.0)
-        if loss is None:
-            raise ValueError(error)
-        return loss
+        result = next(results)
+        if not result.ok:
+            raise ValueError(result.error)
+        value = _plain(result.value)
+        if isinstance(assignment, Layer):
+            if np.shape(value) != np.shape(run.dout):
+                raise ValueError("output shape")
+            return assignment.objective(np.asarray(value, dtype=np.float64), run.dout)
+        return scalar_loss(value)
 
     try:
-        numerical = central_differences(replay, params, CONSISTENCY_TOLERANCE.eps).gradient
-    except (ValueError, StopIteration):
+        numerical = central_differences(replay, values, CONSISTENCY_TOLERANCE.eps).gradient
+    except (ValueError, StopIteration, StudentError, TypeError):
         return {}, None
-    reports, _ = compare_gradients(run.student_gradients, numerical, CONSISTENCY_TOLERANCE)
+    reports, _ = compare_gradients(run.gradients_value, numerical, CONSISTENCY_TOLERANCE)
     return {r.name: r.ok for r in reports}, numerical
 
 
-def _probe_behaviour(box: object, example: Example, run: _ExampleRun) -> tuple[str, ...]:
+# -- repeated calls: inputs changed in place, state between calls (networks) ------------------------
+
+
+def _probe_behaviour(box: Any, assignment: Network, run: _Run) -> tuple[str, ...]:
     """Sentences about inputs modified in place or stale state; empty when all is well."""
-    if not isinstance(run.student_gradients, Mapping):
+    if not isinstance(run.gradients_value, Mapping):
         return ()
-    found = [_bprop_twice(box, example, run.student_gradients), _fprop_inputs(box, example)]
+    found = [_bprop_twice(box, assignment, run), _fprop_inputs(box, assignment, run.case)]
     return tuple(sentence for sentence in found if sentence)
 
 
-def _bprop_twice(box: object, example: Example, first: Mapping[str, object]) -> str | None:
+def _bprop_twice(box: Any, assignment: Network, run: _Run) -> str | None:
     from .wire import Ref
 
-    again = box.call("bprop", Ref("cache"))  # type: ignore[attr-defined]
+    again = box.call("bprop", Ref("cache"))
     if not again.ok:
         return (f"a second call of bprop on the same cache failed ({again.error}): bprop must "
                 "not change the cache it is given or depend on an earlier call")
+    first = run.gradients_value
     differ = _repeated(first, _plain(again.value))
     if not differ:
         return None
     # Same inputs, a fresh cache: the first answer again means the state lived in the cache.
-    ex = example.fresh()
-    fresh = box.call("fprop", ex.x, ex.y, dict(ex.params), store="fresh_cache", pick="loss",  # type: ignore[attr-defined]
-                     **ex.options)
-    third = box.call("bprop", Ref("fresh_cache")) if fresh.ok else None  # type: ignore[attr-defined]
+    fresh = _call(box, Call(**{**vars(assignment.forward_call(run.case)), "store": "fresh_cache"}))
+    third = box.call("bprop", Ref("fresh_cache")) if fresh.ok else None
     name = next(iter(differ))
     if third is not None and third.ok and not _repeated(first, _plain(third.value)):
         return mutates_inputs(name, "bprop", "the cache it was given").sentence
@@ -398,24 +514,26 @@ def _repeated(first: Mapping[str, object], second: object) -> dict[str, Diagnosi
         return {}
 
 
-def _fprop_inputs(box: object, example: Example) -> str | None:
-    ex = example.fresh()
-    whole = box.call("fprop", ex.x, ex.y, dict(ex.params), **ex.options)  # type: ignore[attr-defined]
+def _fprop_inputs(box: Any, assignment: Network, case: Case) -> str | None:
+    x, y, params, options = assignment.split(case)
+    whole = box.call("fprop", x, y, params, **options)
     cache = _plain(whole.value) if whole.ok else None
     if not isinstance(cache, Mapping):
         return None  # a cache that cannot be sent back is the student's right
-    sent = {"x": example.x, "X": example.x, "y": example.y, "Y": example.y, **example.params}
+    original = assignment.values(case)
+    sent = {"x": case.inputs["x"], "X": case.inputs["x"], "y": case.inputs["y"],
+            "Y": case.inputs["y"], **original}
     before: dict[str, object] = {}
     after: dict[str, object] = {}
     for key, value in sent.items():
         if _same_kind(cache.get(key), value):
             before[key], after[key] = value, cache[key]
-    params = cache.get("params")
-    if isinstance(params, Mapping):
-        kept = {k: v for k, v in example.params.items() if _same_kind(params.get(k), v)}
+    stored = cache.get("params")
+    if isinstance(stored, Mapping):
+        kept = {k: v for k, v in original.items() if _same_kind(stored.get(k), v)}
         before["params"] = kept
-        after["params"] = {k: params[k] for k in kept}
-    names = list(example.params)
+        after["params"] = {k: stored[k] for k in kept}
+    names = list(original)
     found = diagnose_repeated_calls({names[0]: 0.0}, {names[0]: 0.0}, before=before,
                                     after=after, who="fprop")
     return found[names[0]].sentence if found else None
@@ -424,28 +542,32 @@ def _fprop_inputs(box: object, example: Example) -> str | None:
 def _same_kind(stored: object, sent: np.ndarray) -> bool:
     # Only an exact float64 copy is comparable: a student may keep x as float32 on purpose.
     return (isinstance(stored, np.ndarray) and stored.dtype == np.float64
-            and stored.shape == sent.shape)
+            and stored.shape == np.shape(sent))
 
 
-def _run_updates(box: object, runs: Sequence[_ExampleRun]) -> None:
-    """Check update on every example, in one round trip to the child."""
+# -- update (networks) ----------------------------------------------------------------------------
+
+
+def _run_updates(box: Any, assignment: Network, runs: Sequence[_Run]) -> None:
+    """Check update on every case, in one round trip to the child."""
     arg_sets, expected = [], []
     for run in runs:
-        ex = run.example.fresh()
+        params = {k: np.array(v) for k, v in assignment.values(run.case).items()}
         rng = np.random.default_rng(zlib.crc32(run.label.encode()))
-        grads = {k: rng.uniform(-1, 1, size=v.shape) for k, v in ex.params.items()}
-        expected.append({k: ex.params[k] - ex.lr * grads[k] for k in ex.params})
-        arg_sets.append((dict(ex.params), grads, ex.lr))
-    results = box.call_many("update", arg_sets, each=True)  # type: ignore[attr-defined]
+        grads = {k: rng.uniform(-1, 1, size=v.shape) for k, v in params.items()}
+        lr = run.case.lr if run.case.lr is not None else 0.1
+        expected.append({k: params[k] - lr * grads[k] for k in params})
+        arg_sets.append((params, grads, lr))
+    results = box.call_many("update", arg_sets, each=True)
     for run, result, wanted in zip(runs, results, expected):
         _judge_update(run, result, wanted)
 
 
-def _judge_update(run: _ExampleRun, result: object, expected: Mapping[str, np.ndarray]) -> None:
-    if not result.ok:  # type: ignore[attr-defined]
-        run.update_error = result.error  # type: ignore[attr-defined]
+def _judge_update(run: _Run, result: Any, expected: Mapping[str, np.ndarray]) -> None:
+    if not result.ok:
+        run.update_error = result.error
         return
-    value = _plain(result.value)  # type: ignore[attr-defined]
+    value = _plain(result.value)
     if value is None:
         run.update_error = ("update returned None: return the new parameters as a dict "
                             "(p - lr * dp for every key)")
@@ -456,158 +578,184 @@ def _judge_update(run: _ExampleRun, result: object, expected: Mapping[str, np.nd
 
 
 def _plain(value: object) -> object:
-    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through dicts."""
+    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through containers."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
     array = getattr(value, "array", None)
     if isinstance(array, np.ndarray) and hasattr(value, "type_name"):
         return array
     return value
 
 
-def _batch(example: Example) -> int:
-    return example.batch_size
+# -- turning runs into scored checks ------------------------------------------------------------
 
 
-# -- turning runs into scored checks ----------------------------------------------------------
+def _gradient_names(assignment: Assignment, runs: Sequence[_Run] = ()) -> list[str]:
+    if runs:
+        return list(runs[0].reference.gradients)
+    if isinstance(assignment, Network) and assignment.reference is not None:
+        return list(assignment.reference.param_shapes())
+    return list(assignment.wrt)
 
 
-def _zero_checks(network: Network, rubric: Rubric, reason: str) -> list[CheckResult]:
-    names = list(network.param_shapes())
-    share = rubric.bprop / len(names)
-    checks = [CheckResult(network.name, "fprop", "fprop", 0.0, rubric.fprop, False, reason)]
-    checks += [CheckResult(network.name, f"bprop: {p}", "bprop", 0.0, share, False, reason) for p in names]
-    checks.append(CheckResult(network.name, "update", "update", 0.0, rubric.update, False, reason))
+def _zero_checks(assignment: Assignment, rubric: Rubric, reason: str) -> list[CheckResult]:
+    name = assignment.name
+    shares = rubric.shares(_gradient_names(assignment))
+    checks = [CheckResult(name, assignment.forward_check, "fprop", 0.0, rubric.forward, False, reason)]
+    checks += [CheckResult(name, assignment.gradient_check(p), "bprop", 0.0, share, False, reason)
+               for p, share in shares.items()]
+    if assignment.update_function:
+        checks.append(CheckResult(name, "update", "update", 0.0, rubric.update, False, reason))
     return checks
 
 
-def _checks(network: Network, runs: Sequence[_ExampleRun], rubric: Rubric,
+def _checks(assignment: Assignment, runs: Sequence[_Run], rubric: Rubric,
             figures: FigureWriter | None) -> list[CheckResult]:
-    checks = [_fprop_check(network.name, runs, rubric)]
-    names = list(runs[0].example.params) if runs else list(network.param_shapes())
-    share = rubric.bprop / len(names)
-    checks += [_bprop_check(network, p, runs, share, rubric, figures) for p in names]
-    checks.append(_update_check(network.name, runs, rubric))
+    checks = [_forward_check(assignment, runs, rubric)]
+    shares = rubric.shares(_gradient_names(assignment, runs))
+    checks += [_gradient_check(assignment, p, runs, share, rubric, figures)
+               for p, share in shares.items()]
+    if assignment.update_function:
+        checks.append(_update_check(assignment.name, runs, rubric))
     return checks
 
 
-def _examples_phrase(runs: Sequence[_ExampleRun]) -> str:
-    hidden = sum(1 for r in runs if r.label.startswith("hidden"))
+def _examples_phrase(runs: Sequence[_Run]) -> str:
+    hidden = sum(1 for r in runs if r.case.hidden)
     worked = len(runs) - hidden
-    parts = (["the document's worked example"] if worked else []) + ([f"{hidden} hidden examples"] if hidden else [])
+    first = runs[0].label if runs and not runs[0].case.hidden else "the worked example"
+    parts = ([first if worked == 1 else f"{worked} worked examples"] if worked else []) + (
+        [f"{hidden} hidden examples"] if hidden else [])
     return " and ".join(parts)
 
 
-def _fprop_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) -> CheckResult:
-    failed = next((r for r in runs if r.fprop_error), None)
-    what = f"your fprop's loss against the reference loss on {_examples_phrase(runs)}"
+def _forward_check(assignment: Assignment, runs: Sequence[_Run], rubric: Rubric) -> CheckResult:
+    name, check = assignment.name, assignment.forward_check
+    failed = next((r for r in runs if r.forward_error), None)
+    thing = "output" if isinstance(assignment, Layer) else "loss"
+    what = (f"your {assignment.functions[0]}'s {thing} against the reference {thing} on "
+            f"{_examples_phrase(runs)}")
     if failed is None:
-        return CheckResult(assignment, "fprop", "fprop", rubric.fprop, rubric.fprop, True,
+        return CheckResult(name, check, "fprop", rubric.forward, rubric.forward, True,
                            f"Compared {what}: all match.")
-    return CheckResult(assignment, "fprop", "fprop", 0.0, rubric.fprop, False,
+    return CheckResult(name, check, "fprop", 0.0, rubric.forward, False,
                        f"Compared {what}: failed on {failed.label}.",
-                       details=(failed.fprop_error or "",), example=failed.label,
-                       diagnosis=_template_sentence("fprop", failed.fprop_error) or _loss_factor(failed))
+                       details=(failed.forward_error or "",), example=failed.label,
+                       diagnosis=_template_sentence(assignment.functions[0], failed.forward_error)
+                       or _loss_factor(assignment, failed))
 
 
-def _loss_factor(run: _ExampleRun) -> str:
+def _loss_factor(assignment: Assignment, run: _Run) -> str:
     """Name a wrong loss that is the reference times a recognisable factor, else ""."""
-    if run.loss is None or run.reference_loss == 0.0:
+    if isinstance(assignment, Layer) or run.forward is None or not run.reference.forward:
         return ""
-    m = _batch(run.example)
-    ratio = run.loss / run.reference_loss
+    m = run.case.batch_size
+    ratio = run.forward / run.reference.forward
     named = {
         "the reference loss divided by the batch size m = {m}: the loss is the sum over the "
         "batch, not the mean": 1.0 / m,
+        "m = {m} times the reference loss: the loss is the mean over the batch, not the sum"
+        if isinstance(assignment, Loss) or assignment.reference is None else
         "m = {m} times the reference loss: sum the loss over the batch once": float(m),
-        "twice the reference loss: the squared loss has the factor 0.5": 2.0,
-        "half the reference loss: this network's loss has no factor 0.5": 0.5,
         "the reference loss with the sign flipped": -1.0,
     }
+    if getattr(assignment, "loss", None) == "squared" or (
+            isinstance(assignment, Network) and assignment.reference is not None):
+        named["twice the reference loss: the squared loss has the factor 0.5"] = 2.0
+        named["half the reference loss: this network's loss has no factor 0.5"] = 0.5
+    else:
+        named["twice the reference loss"] = 2.0
+        named["half the reference loss"] = 0.5
     for words, factor in named.items():
         if factor != 1.0 and abs(ratio - factor) <= GRADING_TOLERANCE.rtol * abs(factor):
             return f"your loss is {words.format(m=m)}."
     return ""
 
 
-def _bprop_check(network: Network, param: str, runs: Sequence[_ExampleRun], share: float,
-                 rubric: Rubric, figures: FigureWriter | None) -> CheckResult:
-    assignment = network.name
-    what = f"your bprop's d{param} against the reference gradient on {_examples_phrase(runs)}"
-    name = f"bprop: {param}"
-    failures = [(r, _report(r, param)) for r in runs]
-    failing = [(r, rep) for r, rep in failures if rep is None or not rep.ok]
+def _gradient_check(assignment: Assignment, param: str, runs: Sequence[_Run], share: float,
+                    rubric: Rubric, figures: FigureWriter | None) -> CheckResult:
+    name, check = assignment.name, assignment.gradient_check(param)
+    what = (f"your {_backward_name(assignment)}'s d{param} against the reference gradient on "
+            f"{_examples_phrase(runs)}")
+    results = [(r, _report(r, param)) for r in runs]
+    failing = [(r, rep) for r, rep in results if rep is None or not rep.ok]
     if not failing:
-        return CheckResult(assignment, name, "bprop", share, share, True, f"Compared {what}: all match.")
+        return CheckResult(name, check, "bprop", share, share, True, f"Compared {what}: all match.")
     run, report = failing[0]
-    details = [_failure_line(run, param, report)]
     consistent = all(r.consistent.get(param, False) for r, _ in failing)
-    diagnosis = _diagnosis(network, param, failures, failing, consistent)
+    diagnosis = _diagnosis(assignment, param, results, failing, consistent)
     score = share * rubric.consistent_fraction if consistent else 0.0
     figure = None
     if figures is not None and report is not None and report.status == "mismatch":
-        student = np.asarray(run.student_gradients[param], dtype=np.float64)  # type: ignore[index]
-        figure = figures(assignment, param, student, run.reference_gradients[param])
-    return CheckResult(assignment, name, "bprop", round(score, 6), share, False,
-                       f"Compared {what}: failed on {run.label}.", details=tuple(details),
+        student = np.asarray(run.gradients_value[param], dtype=np.float64)
+        figure = figures(name, param, student, run.reference.gradients[param])
+    return CheckResult(name, check, "bprop", round(score, 6), share, False,
+                       f"Compared {what}: failed on {run.label}.",
+                       details=(_failure_line(run, param, report, _backward_name(assignment)),),
                        diagnosis=diagnosis, example=run.label,
                        relative_error=_finite(report.max_relative_error) if report else None,
                        figure=figure)
 
 
-def _diagnosis(network: Network, param: str,
-               failures: Sequence[tuple[_ExampleRun, ParameterReport | None]],
-               failing: Sequence[tuple[_ExampleRun, ParameterReport | None]], consistent: bool) -> str:
-    """One diagnosis sentence for a failing parameter, each cause said once."""
+def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run, Any]],
+               failing: Sequence[tuple[_Run, Any]], consistent: bool) -> str:
+    """One diagnosis sentence for a failing gradient, each cause said once."""
     run, report = failing[0]
     if report is None:
-        return _unanswered(run, param)
+        return _unanswered(assignment, run, param)
     found = report.extras.get("diagnosis")
     found = found if isinstance(found, Diagnosis) else None
-    one = next((r for r, rep in failures if rep is not None and rep.ok and _batch(r.example) == 1), None)
-    if one is not None and all(_batch(r.example) > 1 for r, _ in failing) and (
+    one = next((r for r, rep in results if rep is not None and rep.ok and r.case.batch_size == 1), None)
+    if one is not None and all(r.case.batch_size > 1 for r, _ in failing) and (
             found is None or not found.recognised):
         # Right at m = 1, wrong at m > 1, and no specific cause at m > 1 (a missing
         # derivative can hide at m = 1 too; that cause is the more useful one).
-        found = _batch_diagnosis(network, param, one, run) or found
+        found = _batch_diagnosis(assignment, param, one, run) or found
     if not consistent:
         return found.sentence if found is not None else report.hint
     own = found if found is not None and found.cause == "consistent_with_own_fprop" else \
         consistent_with_own_fprop(param, {})
-    sentence = f"your bprop is consistent with your fprop: {own.sentence}"
+    forward, backward = assignment.functions[0], _backward_name(assignment)
+    sentence = (f"your {backward} is consistent with your {forward}: {own.sentence}"
+                .replace("the forward pass (fprop)", f"the forward pass ({forward})"))
     simpler = run.simpler.get(param)
     if simpler is not None and simpler.recognised and simpler.cause != own.cause:
         sentence += f" The numbers also show a simpler pattern: {simpler.sentence}"
     return sentence
 
 
-def _batch_diagnosis(network: Network, param: str, one: _ExampleRun, many: _ExampleRun) -> Diagnosis | None:
-    found = diagnose_batch_sizes(one.student_gradients, one.reference_gradients,  # type: ignore[arg-type]
-                                 many.student_gradients, many.reference_gradients,  # type: ignore[arg-type]
-                                 network=network, example_many=many.example,
-                                 batch_size=_batch(many.example))
+def _batch_diagnosis(assignment: Assignment, param: str, one: _Run, many: _Run) -> Diagnosis | None:
+    network, example = _network_context(assignment, many.case)
+    found = diagnose_batch_sizes(one.gradients_value, one.reference.gradients,
+                                 many.gradients_value, many.reference.gradients,
+                                 network=network, example_many=example,
+                                 batch_size=many.case.batch_size)
     return found.get(param)
 
 
-def _unanswered(run: _ExampleRun, param: str) -> str:
-    """The cause when bprop gave no gradient at all: not implemented, or fprop not yet."""
-    answer = run.student_gradients
-    if _not_implemented(run.bprop_error):
+def _unanswered(assignment: Assignment, run: _Run, param: str) -> str:
+    """The cause when the backward pass gave no gradient at all: not implemented, or no forward."""
+    answer = run.gradients_value
+    if _not_implemented(run.backward_error):
         answer = NotImplementedError()
     if answer is not None and not isinstance(answer, Mapping):  # an exception, or not a dict
-        return diagnose_gradients(answer, run.reference_gradients)[param].sentence  # type: ignore[arg-type]
-    if _not_implemented(run.fprop_error):
-        return ("bprop could not be checked: fprop is not implemented yet (it raises "
-                "NotImplementedError), and bprop needs the cache that fprop returns.")
+        return diagnose_gradients(answer, run.reference.gradients)[param].sentence
+    forward = assignment.functions[0]
+    if _not_implemented(run.forward_error):
+        return (f"{_backward_name(assignment)} could not be checked: {forward} is not "
+                "implemented yet (it raises NotImplementedError), and its cache is needed.")
     return ""
 
 
 def _template_sentence(function: str, error: str | None) -> str:
-    """The cause of an fprop or update that is still the assignment's template, else ""."""
+    """The cause of a function that is still the assignment's template, else ""."""
     if not _not_implemented(error):
         return ""
     what = {"fprop": "the forward pass, returning the cache with its \"loss\"",
-            "update": "one gradient-descent step, p - lr * dp for every parameter"}[function]
+            "update": "one gradient-descent step, p - lr * dp for every parameter"}.get(
+        function, "its code")
     return (f"{function} is not implemented yet (it raises NotImplementedError): replace the "
             f"`raise NotImplementedError` with {what}.")
 
@@ -616,7 +764,7 @@ def _not_implemented(error: str | None) -> bool:
     return bool(error) and "raised NotImplementedError" in error  # type: ignore[operator]
 
 
-def _update_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) -> CheckResult:
+def _update_check(assignment: str, runs: Sequence[_Run], rubric: Rubric) -> CheckResult:
     what = f"your update against p - lr * dp on {_examples_phrase(runs)}"
     for run in runs:
         bad = next((rep for rep in run.update_report if not rep.ok), None)
@@ -633,7 +781,7 @@ def _update_check(assignment: str, runs: Sequence[_ExampleRun], rubric: Rubric) 
                        f"Compared {what}: all match.")
 
 
-def _unexpected(runs: Sequence[_ExampleRun]) -> list[ParameterReport]:
+def _unexpected(runs: Sequence[_Run]) -> list[ParameterReport]:
     seen: dict[str, ParameterReport] = {}
     for run in runs:
         for report in run.gradients:
@@ -642,20 +790,58 @@ def _unexpected(runs: Sequence[_ExampleRun]) -> list[ParameterReport]:
     return list(seen.values())
 
 
-def _report(run: _ExampleRun, param: str) -> ParameterReport | None:
+def _report(run: _Run, param: str) -> ParameterReport | None:
     return next((rep for rep in run.gradients if rep.name == param), None)
 
 
-def _failure_line(run: _ExampleRun, param: str, report: ParameterReport | None) -> str:
+def _failure_line(run: _Run, param: str, report: ParameterReport | None, backward: str) -> str:
     if report is None:
-        return run.bprop_error or f"bprop returned no gradient for {param}"
+        return run.backward_error or f"{backward} returned no gradient for {param}"
     if report.status != "mismatch":
         return report.message
+    return _mismatch_line(f"d{param}", report)
+
+
+def _mismatch_line(what: str, report: ParameterReport, _function: str = "") -> str:
     index = list(report.worst_index or ())
-    return (f"d{param}{index}: yours {report.analytic:.8g}, expected {report.reference:.8g} "
-            f"(relative error {report.max_relative_error:.2e}; {report.mismatched} of {report.size} "
-            "entries differ)")
+    return (f"{what}{index}: yours {report.analytic:.8g}, expected {report.reference:.8g} "
+            f"(relative error {report.max_relative_error:.2e}; {report.mismatched} of "
+            f"{report.size} entries differ)")
 
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+# -- instructor-only flags -------------------------------------------------------------------------
+
+
+def _flags(assignment: Assignment, runs: Sequence[_Run]) -> tuple[str, ...]:
+    """Signals for the instructor that never change a score."""
+    flag = _finite_difference_flag(assignment, runs)
+    return (flag,) if flag else ()
+
+
+def _finite_difference_flag(assignment: Assignment, runs: Sequence[_Run]) -> str | None:
+    """A backward pass that returns finite differences of the forward pass, not derivatives.
+
+    Two analytic float64 gradients agree to rounding (about 1e-13 relative); finite
+    differences cannot get below about 1e-10, and their error grows with the step. When
+    every gradient passes on every case but none agrees better than 1e-9, the gradients
+    were almost certainly computed numerically.
+    """
+    errors = []
+    for run in runs:
+        for report in run.gradients:
+            if report.status == "unexpected":
+                continue
+            value = run.gradients_value.get(report.name) if isinstance(run.gradients_value, Mapping) else None
+            if not report.ok or not isinstance(value, np.ndarray) or value.dtype != np.float64:
+                return None  # float32 work has errors of this size for honest reasons
+            errors.append(report.max_relative_error)
+    if not errors or min(errors) < _FINITE_DIFFERENCE_FLOOR:
+        return None
+    return (f"{_backward_name(assignment)} looks like finite differences, not backpropagation: "
+            f"every gradient matches the reference only to {min(errors):.1e}-{max(errors):.1e} "
+            f"relative error on {len(runs)} examples, where analytic float64 gradients agree to "
+            "about 1e-13")

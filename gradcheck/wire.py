@@ -91,9 +91,11 @@ class Ref:
 
     Attributes:
         name: The name the value was stored under.
+        item: When set, the stored value's ``[item]`` (the cache of a layer's ``(out, cache)``).
     """
 
     name: str
+    item: int | None = None
 
 
 def encode(
@@ -222,8 +224,10 @@ class _Encoder:
     def container(self, value: object, depth: int) -> Any:
         if isinstance(value, (Ref, Unsupported)):
             tag = "r" if isinstance(value, Ref) else "u"
-            fields = [value.name] if isinstance(value, Ref) else [value.type_name, value.summary]
-            return [tag, *(str(f) for f in fields)]
+            if isinstance(value, Ref):
+                item = [] if value.item is None else [str(int(value.item))]
+                return [tag, str(value.name), *item]
+            return [tag, str(value.type_name), str(value.summary)]
         if isinstance(value, ArraySubclass):
             inner = self.array(np.asarray(value.array))
             inner[1]["subclass"] = str(value.type_name)
@@ -364,6 +368,15 @@ def _expect(args: Any, count: int, *types: Any) -> list[Any]:
     return args
 
 
+def _decode_ref(args: Any) -> Ref:
+    if isinstance(args, list) and len(args) == 2:
+        name, item = _expect(args, 2, str, str)
+        if not item.lstrip("-").isdigit():
+            raise WireError("malformed node: a reference's item is not an integer")
+        return Ref(name, int(item))
+    return Ref(*_expect(args, 1, str))
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
 
@@ -385,6 +398,6 @@ _HANDLERS: dict[str, Any] = {
     "a": _Decoder.array,
     "s": _Decoder.scalar,
     "c": _decode_complex,
-    "r": lambda _d, a, _depth: Ref(*_expect(a, 1, str)),
+    "r": lambda _d, a, _depth: _decode_ref(a),
     "u": lambda _d, a, _depth: Unsupported(*_expect(a, 2, str, str)),
 }

@@ -32,7 +32,6 @@ from processes import survivors
 
 from gradcheck import networks
 from gradcheck.grading import user_problem
-from gradcheck.scoring import hidden_examples
 from gradcheck.submissions import discover, snapshot
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX sandbox")
@@ -389,7 +388,7 @@ def test_reference_gradients_are_never_sent_to_student_code(run: HostileRun) -> 
     network = networks.get("three_input")
     solution = network.solution()
     references = []
-    for _, example in hidden_examples(network, 0, 3):
+    for _, example in network.grading_examples(0, 3):
         ex = example.fresh()
         references += list(solution.bprop(solution.fprop(ex.x, ex.y, dict(ex.params))).values())
     received = [array for path in run.spy_dir.glob("*.npz") for array in np.load(path).values()]

@@ -101,19 +101,22 @@ def test_transposed_gradient_loses_its_points_and_results_json_matches(session: 
     _student(session, "two_hidden", buggy)
     result = _run(session, "--submission", "student", "--gradescope-results", "out/results.json")
     result.assert_outcomes(passed=2, failed=2)
-    assert _score(result) == (4, 12)
+    # The grader's verdict: W2's share (1 of bprop's 6) is lost, nothing else; the hypothesis
+    # test (2 points, its own check) loses everything.
+    assert _score(result) == (9, 12)
     output = result.stdout.str()
-    # The per-parameter table with the diagnosis, not a traceback into gradcheck or a numpy dump.
-    result.stdout.fnmatch_lines(["*param*shape*status*max rel err*",
-                                 "*W2*(2, 2)*MISMATCH*", "*dW2*reference transposed*"])
+    # The verdict with the worst entry and the diagnosis, not a traceback or a numpy dump.
+    result.stdout.fnmatch_lines(["*two_hidden bprop: W2: 0/1*", "*dW2*yours*expected*",
+                                 "*likely cause: dW2 matches the reference transposed*",
+                                 "*param*shape*status*max rel err*", "*W2*(2, 2)*MISMATCH*"])
     assert "array(" not in output and "checking.py" not in output
 
     data = json.loads((session.path / "out" / "results.json").read_text())
     jsonschema.validate(data, GRADESCOPE_SCHEMA)
-    assert data["score"] == sum(t["score"] for t in data["tests"]) == 4
+    assert data["score"] == sum(t["score"] for t in data["tests"]) == 9
     assert sum(t["max_score"] for t in data["tests"]) == 12
     tests = {t["name"].split("::")[-1]: t for t in data["tests"]}
-    assert tests["test_bprop"]["score"] == 0 and "MISMATCH" in tests["test_bprop"]["output"]
+    assert tests["test_bprop"]["score"] == 5 and "transposed" in tests["test_bprop"]["output"]
     assert tests["test_fprop"]["score"] == 2 and tests["test_fprop"]["status"] == "passed"
     assert tests["test_bprop_any_batch"]["visibility"] == "after_due_date"
 
