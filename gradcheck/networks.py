@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -306,18 +305,14 @@ def _describe(sizes: Mapping[str, object]) -> str:
 
 
 def solutions_dir() -> Path:
-    """Where the reference solutions are read from.
+    """Where the document course's reference solutions are read from.
 
-    ``$GRADCHECK_SOLUTIONS`` if set, else ``solutions/`` of the source checkout, else the
-    copy packaged inside an installed wheel.
+    ``$GRADCHECK_COURSE`` (or ``$GRADCHECK_SOLUTIONS``) if set, else ``solutions/`` of the
+    source checkout. The installed package carries no reference solutions.
     """
-    override = os.environ.get("GRADCHECK_SOLUTIONS")
-    if override:
-        return Path(override)
-    checkout = Path(__file__).resolve().parent.parent / "solutions"
-    if checkout.is_dir():
-        return checkout
-    return Path(__file__).resolve().parent / "_solutions"
+    from .courses import default_course_folder
+
+    return default_course_folder()
 
 
 @functools.cache
