@@ -34,7 +34,7 @@ _EXPORTS = {
     "directional_derivative": "differentiation",
     "fast_check": "fast",
 }
-_SUBMODULES = ("networks", "strategies", "diagnosis")
+_SUBMODULES = ("networks", "strategies", "diagnosis", "assignments", "courses")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -54,7 +54,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from . import diagnosis, networks, strategies
+    from . import assignments, courses, diagnosis, networks, strategies
     from .checking import GradientReport, assert_gradients_close, check_gradients
     from .comparison import ParameterReport, norm_difference, relative_error
     from .differentiation import directional_derivative, numerical_gradient

@@ -12,6 +12,8 @@ MODULES = [
     "gradcheck.comparison",
     "gradcheck.checking",
     "gradcheck.networks",
+    "gradcheck.assignments",
+    "gradcheck.courses",
     "gradcheck.strategies",
     "gradcheck.fast",
     "gradcheck.wire",
