@@ -51,13 +51,18 @@ class RunOptions:
     resume: bool = False
     shard: tuple[int, int] | None = None
     figures: bool = True
+    isolation: str = "best"
+    """``--isolation``: ``"strict"``, ``"best"`` or ``"off"`` (see :mod:`gradcheck.confinement`)."""
 
 
-def run_info(options: RunOptions) -> RunInfo:
-    """The facts that make two runs comparable (and shards mergeable)."""
+def run_info(options: RunOptions, isolation: str = "") -> RunInfo:
+    """The facts that make two runs comparable (and shards mergeable).
+
+    ``isolation`` is the line the grader printed, e.g. ``"isolation: landlock 7, netns, seccomp"``.
+    """
     shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else ""
     return RunInfo(__version__, options.grading.seed, options.assignments,
-                   options.grading.rubric.to_dict(), shard)
+                   options.grading.rubric.to_dict(), shard, isolation)
 
 
 def select_shard(submissions: Sequence[Submission], shard: tuple[int, int] | None) -> list[Submission]:
@@ -270,11 +275,16 @@ class _SandboxPipeline:
         if name not in submission.files or (options.resume and _cached_result(submission, name, options)):
             return None
         try:
-            box = sandbox_for(submission.files[name], options.grading)
+            box = _sandbox(submission.files[name], options)
         except Exception:  # noqa: BLE001 - the job then makes its own sandbox, and reports why
             return None
         box.start()
         return box
+
+
+def _sandbox(file: Path, options: RunOptions) -> Sandbox:
+    """The job's sandbox: the scorer's limits, confined as ``--isolation`` says."""
+    return sandbox_for(file, options.grading).with_isolation(options.isolation)
 
 
 def _cached_result(submission: Submission, name: str, options: RunOptions) -> AssignmentResult | None:
@@ -298,7 +308,10 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
     if cached is not None:
         return cached
     figures = _figure_writer(options, submission.student) if options.figures else None
+    owned = sandbox is None
     try:
+        if owned:
+            sandbox = _sandbox(file, options)
         result = grade_assignment(name, file, options.grading,
                                   relative_source=str(file.relative_to(submission.folder)),
                                   figures=figures, sandbox=sandbox)
@@ -308,6 +321,9 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
             name, rubric, f"the grader could not grade {file.name}: {type(error).__name__}: {error}")
         return AssignmentResult(result.assignment, result.source, result.checks, result.problems,
                                 result.output, round(result.seconds, 3), digest)
+    finally:
+        if owned and sandbox is not None:
+            sandbox.close()
     result = AssignmentResult(result.assignment, result.source, result.checks, result.problems,
                               result.output, round(result.seconds, 3), digest)
     _store(options, submission.student, name, key, result)
