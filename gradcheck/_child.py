@@ -11,10 +11,13 @@ Three roles, all started with ``python -m gradcheck._child ROLE ...``:
   status on the status socket, enforces the process limit when no cgroup is available, and
   kills the whole process tree when asked, when the child dies, or when the grader goes away.
   It takes the next sandbox only when no process of the last one is left.
-* student child: applies the limits (new session, cgroup, RLIMIT_AS, stdin from /dev/null,
-  stdout/stderr into the capped output pipe, optional setuid), then serves load and call
-  requests, framed and encoded with :mod:`gradcheck.wire`. It may be started ahead of its
-  job: it learns its scratch folder (the loaded file's folder) from the load request.
+* student child: applies the limits (new session, cgroup, RLIMIT_AS, RLIMIT_FSIZE,
+  RLIMIT_NOFILE, stdin from /dev/null, stdout/stderr into the capped output pipe), then
+  serves load and call requests, framed and encoded with :mod:`gradcheck.wire`. It may be
+  started ahead of its job: it learns its scratch folder (the loaded file's folder) from the
+  load request, and only then, right before loading, scrubs its environment and confines
+  itself for good (:mod:`gradcheck.confinement`: network namespace, ``--user``'s uid,
+  Landlock, seccomp), while it is still single-threaded.
 """
 
 from __future__ import annotations

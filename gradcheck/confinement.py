@@ -234,6 +234,9 @@ def _read_roots() -> list[str]:
     """Folders (and files) the child reads and executes: Python, its packages, ours."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(_PACKAGE), *_SYSTEM_READ}
+    # Package folders on sys.path (a .pth may add another environment's), never the other
+    # entries: the current folder, a checkout on PYTHONPATH and what sits next to it.
+    roots.update(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
     try:
         roots.update(site.getsitepackages())
         if site.ENABLE_USER_SITE:
@@ -510,9 +513,10 @@ def confine(scratch: str, layers: Layers, *, kernel: bool = False,
         try:
             return apply()
         except (OSError, AttributeError, ValueError) as error:
+            reason = _reason(error)
             if layers.required:
-                raise IsolationError(f"the {name} layer could not be applied: {error}") from None
-            missing.append(f"{name}: {error}")
+                raise IsolationError(f"the {name} layer could not be applied: {reason}") from None
+            missing.append(f"{name}: {reason}")
             return 0
 
     if layers.netns:
@@ -526,6 +530,13 @@ def confine(scratch: str, layers: Layers, *, kernel: bool = False,
     if layers.seccomp:
         seccomp = bool(attempt("seccomp", lambda: _seccomp(kernel) or 1))
     return Isolation(int(abi), bool(netns), seccomp, kernel, tuple(missing))
+
+
+def _reason(error: BaseException) -> str:
+    """``unshare: Operation not permitted``, not ``[Errno 1] unshare: ...``."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)
 
 
 # --- probe ------------------------------------------------------------------------------------

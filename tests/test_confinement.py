@@ -347,3 +347,33 @@ def test_a_hundred_thousand_descriptors_are_refused(student: Path) -> None:
         ok, error = call(box, "descriptors", 100_000)
         assert not ok and "Too many open files" in error
         assert call(box, "where")[0]
+
+
+def test_strict_refuses_to_grade_without_a_layer_and_best_warns(tmp_path: Path) -> None:
+    needs("seccomp")
+    submit = tmp_path / "submit"
+    submit.mkdir()
+    (submit / "three_node.py").write_text((networks.solutions_dir() / "three_node.py").read_text())
+    # The grader runs under our own seccomp filter, which forbids unshare: no network namespace.
+    wrapper = textwrap.dedent("""
+        import os, sys
+        from gradcheck import confinement
+        confinement._seccomp(False)
+        os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+    """)
+    outcomes = {}
+    for level in ("strict", "best"):
+        command = [sys.executable, "-c", wrapper, str(ROOT / "grader.py"), str(submit),
+                   "--out", str(tmp_path / level), "--isolation", level, "--workers", "1"]
+        outcomes[level] = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                         stdin=subprocess.DEVNULL)
+    strict, best = outcomes["strict"], outcomes["best"]
+    assert strict.returncode == 2
+    assert strict.stderr.strip().splitlines() == [
+        "--isolation strict: missing netns (network namespace): "
+        "unshare: Operation not permitted"], strict.stderr
+    assert not (tmp_path / "strict").exists()
+    assert best.returncode == 0, best.stderr
+    assert best.stdout.startswith(f"isolation: landlock {FOUND.landlock}, seccomp\n")
+    assert "WARNING: weaker isolation than the default: missing netns" in best.stderr
+    assert (tmp_path / "best" / "grades.csv").read_text().splitlines()[1].endswith(",10,10,10")

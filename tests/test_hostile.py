@@ -24,12 +24,15 @@ import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 from processes import survivors
+from users import readable_python, throwaway_user
 
 from gradcheck import networks
 from gradcheck.grading import user_problem
@@ -349,8 +352,21 @@ def write_student(submit: Path, student: str, source: str, suffix: str = ".py") 
     return path
 
 
-def grader_command(submit: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, str(GRADER), str(submit), "--out", str(out), *args]
+@dataclass(frozen=True)
+class AsUser:
+    """Run the grader itself as this unprivileged user, with a Python it can read."""
+
+    name: str
+    python: Path
+
+    def process_options(self, home: Path) -> dict[str, object]:
+        entry = pwd.getpwnam(self.name)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": str(home),
+                "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}}
+
+
+def grader_command(submit: Path, out: Path, *args: str, python: Path | str = sys.executable) -> list[str]:
+    return [str(python), str(GRADER), str(submit), "--out", str(out), *args]
 
 
 def grader_env() -> dict[str, str]:
@@ -358,9 +374,14 @@ def grader_env() -> dict[str, str]:
     return env  # snapshots in /tmp, where the vandal looks for them
 
 
-def grade(submit: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(grader_command(submit, out, *args), capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, env=grader_env())
+def run_options(as_user: AsUser | None, home: Path) -> dict[str, object]:
+    return as_user.process_options(home) if as_user else {"env": grader_env()}
+
+
+def grade(submit: Path, out: Path, *args: str, as_user: AsUser | None = None) -> subprocess.CompletedProcess[str]:
+    python = as_user.python if as_user else sys.executable
+    return subprocess.run(grader_command(submit, out, *args, python=python), capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, **run_options(as_user, submit.parent))
 
 
 def grades(out: Path) -> dict[str, dict[str, str]]:
@@ -435,7 +456,8 @@ class HostileRun:
     """One grading run of many hostile students next to correct ones, with ``isolation``."""
 
     def __init__(self, base: Path, cases: dict[str, tuple[str, str, float, str]], isolation: str,
-                 spy: bool = False, links: bool = True) -> None:
+                 spy: bool = False, links: bool = True, as_user: AsUser | None = None) -> None:
+        self.as_user = as_user
         self.submit, self.out, self.alone_out = base / "submit", base / "out", base / "alone-out"
         self.spy_dir = base / "spy"
         self.spy_dir.mkdir()
@@ -461,21 +483,26 @@ class HostileRun:
         self.changed_original = SOLUTION
         self.changed_path = write_student(self.submit, CHANGED, self.changed_original)
         self.originals = {p.name: folder_bytes(p) for p in self.submit.iterdir()}
+        alone = base / "alone"
+        for name in CORRECT:
+            write_student(alone, name, SOLUTION)
+        if as_user is not None:  # the grader's own user owns its folders
+            entry = pwd.getpwnam(as_user.name)
+            for folder in (base, *base.rglob("*")):
+                os.chown(folder, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         self.protected = tree_digest(PROTECTED)
         try:
             self.result = self._run_while_changing_one_student(isolation)
         finally:
             self.listener.close()
         self.protected_after = tree_digest(PROTECTED)
-        alone = base / "alone"
-        for name in CORRECT:
-            write_student(alone, name, SOLUTION)
-        self.alone = grade(alone, self.alone_out, *LIMITS)
+        self.alone = grade(alone, self.alone_out, *LIMITS, as_user=as_user)
 
     def _run_while_changing_one_student(self, isolation: str) -> subprocess.CompletedProcess[str]:
-        command = grader_command(self.submit, self.out, *LIMITS, "--isolation", isolation)
-        process = subprocess.Popen(command, env=grader_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        python = self.as_user.python if self.as_user else sys.executable
+        command = grader_command(self.submit, self.out, *LIMITS, "--isolation", isolation, python=python)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL, **run_options(self.as_user, self.submit.parent))
         # Once grading has begun (a first result is cached), the student "uploads" a broken
         # version: the run must grade the version of the snapshot taken at the start.
         cache = self.out / ".cache"
@@ -498,8 +525,27 @@ OPEN_CASES = {name: CASES[name] for name in ("aab_vandal", "own_files")}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
-    return HostileRun(tmp_path_factory.mktemp("hostile"), CASES, "best")
+def unprivileged() -> Iterator[AsUser]:
+    """A throwaway user (deleted afterwards) and a Python it can run the grader with."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite runs as an unprivileged user already: the other runs are that run")
+    try:
+        with throwaway_user() as name, readable_python(name) as python:
+            yield AsUser(name, python)
+    except LookupError as error:
+        pytest.skip(f"no unprivileged run here: {error}")
+
+
+@pytest.fixture(scope="module", params=["as the grader's user", "as an unprivileged user"])
+def run(request: pytest.FixtureRequest) -> Iterator[HostileRun]:
+    as_user = request.getfixturevalue("unprivileged") if request.param == "as an unprivileged user" else None
+    # World-traversable, so that an unprivileged grader can own its folders in it.
+    base = Path(tempfile.mkdtemp(prefix="gradcheck-hostile-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield HostileRun(base, CASES, "best", as_user=as_user)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -509,7 +555,13 @@ def open_run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
 
 def test_the_run_completes_and_writes_every_output(run: HostileRun) -> None:
     assert run.result.returncode == 0, run.result.stderr[-3000:]
-    assert run.result.stdout.startswith("isolation: "), run.result.stdout[:200]
+    line = run.result.stdout.split("\n", 1)[0]
+    assert line.startswith("isolation: "), run.result.stdout[:200]
+    # Said once, kept for the instructor (run.json, Gradescope's extra_data), never shown to students.
+    assert json.loads((run.out / "run.json").read_text())["run"]["isolation"] == line
+    for student in CORRECT:
+        assert json.loads((run.out / student / "results.json").read_text())["extra_data"] == {"isolation": line}
+        assert "isolation" not in run.feedback(student)
     table = grades(run.out)
     assert set(table) == set(CASES) | set(CORRECT) | set(LINKS) | {CHANGED}
     for student in table:
@@ -533,7 +585,8 @@ def test_a_submission_that_links_elsewhere_is_not_followed(run: HostileRun, stud
 
 def test_no_file_outside_the_scratch_copies_changes(run: HostileRun) -> None:
     # gradcheck's source, the solutions (both copies), the tests, the Python installation.
-    assert run.protected_after == run.protected
+    before, after = run.protected, run.protected_after
+    assert sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p)) == []
     for student, files in run.originals.items():
         if student != CHANGED:
             assert folder_bytes(run.submit / student) == files, student
@@ -736,22 +789,6 @@ def test_resume_regrades_a_changed_submission_or_other_settings(tmp_path: Path) 
 
 # -- --user -----------------------------------------------------------------------------------
 
-TEST_USER = "gradcheck-student"
-
-
-def ensure_user() -> str | None:
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        return None
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                               TEST_USER], capture_output=True)
-        if made.returncode != 0:
-            return None
-    return TEST_USER
-
-
 THIEF = at_import(FIND_GRADER + '''
 import pathlib
 SOLUTIONS = os.environ.get("GRADCHECK_SOLUTIONS", "")
@@ -768,22 +805,21 @@ print("ATTEMPTS", json.dumps(ATTEMPTS))
 ''')
 
 
-def test_a_user_who_cannot_run_this_python_is_a_usage_error(tmp_path: Path) -> None:
-    user = ensure_user()
-    if user is None or user_problem(user) is None:
-        pytest.skip("needs root, useradd, and a Python the user cannot read (e.g. under /root)")
+def test_a_user_who_cannot_run_this_python_is_a_usage_error(tmp_path: Path, unprivileged: AsUser) -> None:
+    user = unprivileged.name
+    if user_problem(user) is None:
+        pytest.skip(f"{user} can read this Python ({sys.executable}): nothing to refuse")
     write_student(tmp_path / "submit", "alice", SOLUTION)
     result = grade(tmp_path / "submit", tmp_path / "out", "--user", user)
     assert result.returncode == 2
     assert f"--user {user}: that user cannot run this Python" in result.stderr
 
 
-def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(tmp_path: Path) -> None:
-    user = ensure_user()
-    if user is None:
-        pytest.skip("needs root and useradd")
-    if user_problem(user) is not None:
-        pytest.skip(f"{user_problem(user)} (run this test with such a Python)")
+@pytest.mark.parametrize("isolation", ["best", "off"])
+def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
+        unprivileged: AsUser, isolation: str) -> None:
+    # As root, with a Python the user can read; with the sandbox, and with file permissions alone.
+    user = unprivileged.name
     # A world-traversable root (pytest's tmp_path is 0700): only the grader's own permission
     # choices, not a private parent folder, keep the student out.
     base = Path(tempfile.mkdtemp(prefix="gradcheck-user-test-", dir="/tmp"))
@@ -794,11 +830,14 @@ def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
         os.chmod(solutions, 0o700)
         submit, out = base / "submit", base / "out"
         write_student(submit, "thief", THIEF)
+        (submit / "thief" / "guess.json").write_text(json.dumps({"out": str(out), "submit": str(submit)}))
         write_student(submit, "victim", SOLUTION)
         victim = folder_bytes(submit / "victim")
         (out / ".cache").mkdir(parents=True)
         env = dict(grader_env(), GRADCHECK_SOLUTIONS=str(solutions))
-        result = subprocess.run(grader_command(submit, out, *LIMITS, "--user", user), env=env,
+        command = grader_command(submit, out, *LIMITS, "--user", user, "--isolation", isolation,
+                                 python=unprivileged.python)
+        result = subprocess.run(command, env=env,
                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stderr
         assert grades(out)["victim"]["three_input"] == grades(out)["thief"]["three_input"] == "10"
