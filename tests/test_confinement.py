@@ -163,6 +163,12 @@ def needs(layer: str) -> None:
         pytest.skip(f"this kernel does not offer {layer}: {', '.join(FOUND.gaps())}")
 
 
+def fresh_fork_server() -> None:
+    """The next sandbox starts a new fork server (no pooled monitor of the old one)."""
+    isolation._MONITORS.close()
+    isolation._SERVER.restart()
+
+
 def call(box: Sandbox, function: str, *args: object) -> tuple[bool, str]:
     result = box.call(function, *args)
     return result.ok, str(result.value if result.ok else result.error)
@@ -316,13 +322,13 @@ def test_every_layer_together_still_grades_and_keeps_its_own_pipes(student: Path
 def test_the_environment_is_scrubbed_and_home_is_the_scratch_copy(student: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SECRET_TOKEN", "hunter2")
-    isolation._SERVER.restart()  # a fork server started now inherits the token, if anything does
+    fresh_fork_server()  # started now, it would inherit the token, if anything did
     try:
         with Sandbox(student) as box:
             ok, env = call(box, "environment")
             _, cwd = call(box, "where")
     finally:
-        isolation._SERVER.restart()
+        fresh_fork_server()
     assert ok and "hunter2" not in env and "MY_SECRET_TOKEN" not in env
     values = eval(env)  # noqa: S307 - our own child's dict of strings
     assert values["HOME"] == values["TMPDIR"] == cwd
