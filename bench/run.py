@@ -14,6 +14,9 @@
 - ``throughput``: ``grader.py --workers 2`` on 200 generated students (five modules each,
   60% correct, the others with one-line bugs of ``tests/bug_corpus.py``) against 200 bare
   ``python -c "import numpy"`` starts (target: faster in total).
+- ``sandbox``: the same students graded with the kernel sandbox (``--isolation best``) and
+  without it (``--isolation off``), side by side: modules per minute and their ratio
+  (target: the sandbox keeps at least 90% of the throughput).
 
 Adding a benchmark is one function ``bench_NAME(options) -> list[Row]`` registered in
 :data:`BENCHMARKS`. BLAS runs on one thread unless the environment says otherwise, so
@@ -389,10 +392,10 @@ def _bare_starts(count: int) -> float:
     return time.perf_counter() - start
 
 
-def _grade(submit: Path, out: Path, workers: int = 2) -> float:
+def _grade(submit: Path, out: Path, workers: int = 2, *options: str) -> float:
     start = time.perf_counter()
     result = subprocess.run([sys.executable, str(ROOT / "grader.py"), str(submit), "--workers",
-                             str(workers), "--out", str(out)], capture_output=True, text=True,
+                             str(workers), "--out", str(out), *options], capture_output=True, text=True,
                             env=os.environ.copy(), cwd=ROOT, stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
@@ -450,11 +453,46 @@ def bench_throughput(options: Options) -> list[Row]:
     ]
 
 
+def bench_sandbox(options: Options) -> list[Row]:
+    """Target 4: the kernel sandbox costs at most 10% of the modules graded per minute.
+
+    The same 200 generated students (``--workers 2``) graded with ``--isolation best`` (every
+    layer this kernel offers: Landlock, a network namespace, seccomp, per child) and with
+    ``--isolation off``, interleaved, best of ``--repeat`` each.
+    """
+    import tempfile
+
+    from gradcheck.confinement import probe
+
+    students = 20 if options.quick else STUDENTS
+    jobs = students * len(THROUGHPUT_ASSIGNMENTS)
+    with tempfile.TemporaryDirectory(prefix="gradcheck-bench-") as scratch:
+        submit = Path(scratch) / "submit"
+        write_submissions(submit, students)
+        seconds = {"best": float("inf"), "off": float("inf")}
+        for attempt in range(options.repeat):
+            for level in seconds:
+                out = Path(scratch) / f"out-{level}-{attempt}"
+                seconds[level] = min(seconds[level], _grade(submit, out, 2, "--isolation", level))
+    per_minute = {level: 60 * jobs / value for level, value in seconds.items()}
+    ratio = per_minute["best"] / per_minute["off"]
+    case = f"{students} students x {len(THROUGHPUT_ASSIGNMENTS)} modules ({jobs} jobs), --workers 2"
+    return [
+        Row("sandbox", case, "--isolation off", seconds=seconds["off"], ratio=1.0, unit="x (off)",
+            note=f"{per_minute['off']:,.0f} modules/min"),
+        Row("sandbox", case, "--isolation best", seconds=seconds["best"], ratio=ratio, unit="x (off)",
+            target=">= 0.9",
+            note=f"{per_minute['best']:,.0f} modules/min; {probe().describe()}; "
+                 f"{(1 - ratio) * 100:+.1f}% of the throughput"),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Options], list[Row]]] = {
     "numerical": bench_numerical,
     "fast": bench_fast,
     "memory": bench_memory,
     "throughput": bench_throughput,
+    "sandbox": bench_sandbox,
 }
 
 

@@ -11,10 +11,13 @@ Three roles, all started with ``python -m gradcheck._child ROLE ...``:
   status on the status socket, enforces the process limit when no cgroup is available, and
   kills the whole process tree when asked, when the child dies, or when the grader goes away.
   It takes the next sandbox only when no process of the last one is left.
-* student child: applies the limits (new session, cgroup, RLIMIT_AS, stdin from /dev/null,
-  stdout/stderr into the capped output pipe, optional setuid), then serves load and call
-  requests, framed and encoded with :mod:`gradcheck.wire`. It may be started ahead of its
-  job: it learns its scratch folder (the loaded file's folder) from the load request.
+* student child: applies the limits (new session, cgroup, RLIMIT_AS, RLIMIT_FSIZE,
+  RLIMIT_NOFILE, stdin from /dev/null, stdout/stderr into the capped output pipe), then
+  serves load and call requests, framed and encoded with :mod:`gradcheck.wire`. It may be
+  started ahead of its job: it learns its scratch folder (the loaded file's folder) from the
+  load request, and only then, right before loading, scrubs its environment and confines
+  itself for good (:mod:`gradcheck.confinement`: network namespace, ``--user``'s uid,
+  Landlock, seccomp), while it is still single-threaded.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ FRAME = struct.Struct(">Q")
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
+_MAX_OPEN_FILES = 1024
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +90,9 @@ def _preload() -> None:
 
     import gradcheck.loading  # noqa: F401
     import gradcheck.wire  # noqa: F401
+    from gradcheck import confinement
+
+    confinement.prepare()  # the rules' folders are opened once, not in every child
 
     try:
         _libc()
@@ -401,7 +408,6 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
             Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
         _redirect_fds(out_fd)
         _set_limits(config)
-        _drop_privileges(config)
         budget = _Budget(int(config["output_bytes"]))
         sys.stdin = open(os.devnull, encoding="utf-8")  # input() fails fast with EOFError
         writers = (_CappedWriter(1, budget), _CappedWriter(2, budget))
@@ -432,6 +438,13 @@ def _set_limits(config: dict[str, Any]) -> None:
     memory = int(config["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # A file written past the limit fails with EFBIG (OSError) instead of killing the child.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    file_bytes = int(config["file_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    files = min(_MAX_OPEN_FILES, hard) if hard != resource.RLIM_INFINITY else _MAX_OPEN_FILES
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
     # RLIMIT_NPROC counts all processes of the (real) user, so it is set above what the user
     # already runs; the monitor (or the cgroup) enforces the exact per-sandbox limit.
     uid = config.get("uid")
@@ -450,28 +463,54 @@ def _count_user_processes(uid: int) -> int:
     return count
 
 
-def _drop_privileges(config: dict[str, Any]) -> None:
-    if config.get("uid") is None:
-        return
-    os.setgroups([])
-    os.setgid(int(config["gid"]))
-    os.setuid(int(config["uid"]))
-
-
-def _enter_folder(folder: str, own_home: bool) -> None:
-    """Work in the scratch folder: the current directory, temporary files, Jupyter's files.
+def _enter_folder(folder: str, kernel: bool) -> None:
+    """Work in the scratch folder: the current directory, temporary files, home, Jupyter's.
 
     It comes with the load request, not at start: a child can be started before its job's
-    folder is copied, and no scratch copy then exists before it is needed.
+    folder is copied, and no scratch copy then exists before it is needed. The environment
+    keeps only what Python needs (no token or path of the grader's survives).
     """
+    from gradcheck.confinement import scrubbed_environment
+
     os.chdir(folder)
-    os.environ["TMPDIR"] = folder
-    os.environ["JUPYTER_RUNTIME_DIR"] = str(Path(folder, ".jupyter-runtime"))
-    if own_home:
-        os.environ["HOME"] = folder
+    kept = scrubbed_environment(os.environ)
+    os.environ.clear()
+    os.environ.update(kept, TMPDIR=folder, HOME=folder,
+                      JUPYTER_RUNTIME_DIR=str(Path(folder, ".jupyter-runtime")))
+    if kernel:
+        # The kernel is a new interpreter that imports gradcheck's helper; under Landlock it
+        # cannot list the checkout that holds the package, so it finds it through a link.
+        lib = Path(folder, ".gradcheck-lib")
+        lib.mkdir(exist_ok=True)
+        link = lib / "gradcheck"
+        if not link.exists():
+            link.symlink_to(Path(__file__).resolve().parent, target_is_directory=True)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lib), kept.get("PYTHONPATH")]))
     import tempfile
 
     tempfile.tempdir = None
+
+
+def _confine(folder: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Apply the sandbox's layers (see :mod:`gradcheck.confinement`) right before loading."""
+    from gradcheck import confinement
+
+    wanted = config.get("isolation") or {}
+    layers = confinement.Layers(**{k: bool(wanted.get(k, True))
+                                   for k in ("landlock", "netns", "seccomp", "required")})
+    ids = None if config.get("uid") is None else (int(config["uid"]), int(config["gid"]))
+    return confinement.confine(folder, layers, kernel=bool(config.get("kernel")), ids=ids).to_dict()
+
+
+_WALL_HINT = (" (the grader's sandbox lets student code use only its own folder: no other "
+              "files, no network, no other processes)")
+
+
+def _with_hint(error: Any, confined: bool = True) -> Any:
+    """A sandbox wall reads as one: its PermissionError comes with a sentence on why."""
+    if confined and isinstance(error, str) and "PermissionError" in error and _WALL_HINT not in error:
+        return error + _WALL_HINT
+    return error
 
 
 class _Budget:
@@ -554,6 +593,7 @@ class _Server:
         self._cell_timeout: float | None = None
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
+        self._confined = False  # some layer is in force: a PermissionError is a sandbox wall
 
     def serve(self) -> None:
         while True:
@@ -576,20 +616,31 @@ class _Server:
 
     def _load(self, path: Path) -> dict[str, Any]:
         loading = self._loading
+        kernel = bool(self._config.get("kernel"))
         try:
-            _enter_folder(str(path.parent), own_home=self._config.get("uid") is not None)
-            if self._config.get("kernel"):
+            _enter_folder(str(path.parent), kernel)
+            isolation = _confine(str(path.parent), self._config)
+            self._confined = bool(isolation["landlock"] or isolation["netns"] or isolation["seccomp"])
+        except Exception as exc:  # noqa: BLE001 - the submission must not run unconfined
+            return {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
+        try:
+            if kernel:
                 self._kernel = loading.load_in_kernel(path)
-                return {"ok": True, "names": list(self._kernel.names),
-                        "problems": list(self._kernel.problems)}
+                return {"ok": True, "names": list(self._kernel.names), "isolation": isolation,
+                        "problems": [self._hint(p) for p in self._kernel.problems]}
             loaded = loading.load_submission(path, cell_timeout=self._cell_timeout)
         except loading.LoadError as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": self._hint(str(exc)), "isolation": isolation}
         except BaseException as exc:  # noqa: BLE001 - whatever happens is reported
-            return {"ok": False, "error": f"loading {path.name} {loading.describe_exception(exc)}"}
+            error = f"loading {path.name} {loading.describe_exception(exc)}"
+            return {"ok": False, "error": self._hint(error), "isolation": isolation}
         self._namespace = loaded.namespace
         names = loading.defined_callables(loaded.namespace)
-        return {"ok": True, "names": list(names), "problems": list(loaded.problems)}
+        return {"ok": True, "names": list(names), "isolation": isolation,
+                "problems": [self._hint(p) for p in loaded.problems]}
+
+    def _hint(self, error: Any) -> Any:
+        return _with_hint(error, self._confined)
 
     def _call(self, request: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
         function, keep, pick = request["function"], request.get("keep"), request.get("pick")
@@ -599,7 +650,7 @@ class _Server:
             outcome = self._loading.invoke(
                 self._namespace, self._store, function, tuple(args), kwargs, keep=keep, pick=pick
             )
-        return {"ok": outcome.ok, "value": outcome.value, "error": outcome.error,
+        return {"ok": outcome.ok, "value": outcome.value, "error": self._hint(outcome.error),
                 "seconds": outcome.seconds, "function": function}
 
     def _receive(self) -> dict[str, Any] | None:

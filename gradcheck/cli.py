@@ -75,10 +75,15 @@ def _shard(_: click.Context, __: click.Parameter, value: str | None) -> tuple[in
 @click.option("--shard", callback=_shard, default=None, metavar="K/N",
               help="Grade only the K-th of N slices of the students.")
 @click.option("--user", default=None, help="When run as root: run student code as this user.")
+@click.option("--isolation", type=click.Choice(("strict", "best", "off")), default="best",
+              show_default=True,
+              help="Kernel sandbox of student code (Landlock, network namespace, seccomp): strict "
+                   "refuses to grade without every layer, best uses what the kernel offers and "
+                   "warns, off is for debugging only.")
 def grade(submit_dir: Path, out_dir: Path, course_dir: Path | None, assignments: tuple[str, ...],
           workers: int | None,
           timeout: float, memory_mb: int, seed: int, fail_under: float | None, kernel: bool,
-          resume: bool, shard: tuple[int, int] | None, user: str | None) -> None:
+          resume: bool, shard: tuple[int, int] | None, user: str | None, isolation: str) -> None:
     """Grade SUBMIT_DIR: one student's files, or one folder per student."""
     from .grading import RunOptions, clear_cache, grade_folder, run_info, user_problem
     from .reports import write_outputs
@@ -107,9 +112,11 @@ def grade(submit_dir: Path, out_dir: Path, course_dir: Path | None, assignments:
         out_dir=out_dir,
         resume=resume,
         shard=shard,
+        isolation=isolation,
     )
     if user is not None and (problem := user_problem(user)):
         raise click.UsageError(problem)
+    achieved = _announce_isolation(isolation, kernel)
     if not resume:
         clear_cache(out_dir)
     try:
@@ -118,7 +125,7 @@ def grade(submit_dir: Path, out_dir: Path, course_dir: Path | None, assignments:
         click.echo(f"Interrupted. The finished jobs are kept in {out_dir / '.cache'}: run the same "
                    "command with --resume to go on from there.", err=True)
         sys.exit(130)
-    write_outputs(out_dir, run_info(options), students)
+    write_outputs(out_dir, run_info(options, achieved), students)
     _print_table(students, chosen, out_dir)
     _exit_for(students, fail_under)
 
@@ -155,7 +162,9 @@ def merge(outputs: tuple[Path, ...], out_dir: Path, partial: bool) -> None:
                 raise click.UsageError(f"student {student.student!r} appears in two slices "
                                        f"(again in {folder}): were the slices graded with --shard?")
             students[student.student] = student
-    merged = RunInfo(first.grader_version, first.seed, first.assignments, first.rubric, shard="")
+    isolation = "; ".join(sorted({info.isolation for info, _ in runs if info.isolation}))
+    merged = RunInfo(first.grader_version, first.seed, first.assignments, first.rubric, shard="",
+                     isolation=isolation)
     ordered = [students[key] for key in sorted(students)]
     write_outputs(out_dir, merged, ordered)
     click.echo(f"merged {len(outputs)} slices, {len(ordered)} students, into {out_dir}")
@@ -176,6 +185,29 @@ def _missing_slices(outputs: tuple[Path, ...], infos: list[RunInfo]) -> list[str
         raise click.UsageError(f"the slices come from splits into {' and '.join(map(str, totals))} "
                                "parts: merge the slices of one --shard K/N run")
     return [f"{k}/{totals[0]}" for k in range(1, totals[0] + 1) if (k, totals[0]) not in given] if totals else []
+
+
+def _announce_isolation(level: str, kernel: bool) -> str:
+    """Probe the sandbox's layers, print the line that says what student code gets, and
+    stop (exit 2) when ``--isolation strict`` cannot have every layer. Returns that line."""
+    if level == "off":
+        click.echo("WARNING: --isolation off: student code runs WITHOUT the kernel sandbox: it can "
+                   "read the solutions, use the network and signal the grader (debugging only)",
+                   err=True)
+        click.echo("isolation: off")
+        return "isolation: off"
+    from .confinement import probe
+
+    found = probe(kernel)
+    gaps = found.gaps()
+    if gaps and level == "strict":
+        click.echo(f"--isolation strict: missing {gaps[0]}", err=True)
+        sys.exit(2)
+    click.echo(found.describe())
+    for gap in gaps:
+        click.echo(f"WARNING: weaker isolation than the default: missing {gap}; student code is "
+                   "less confined (--isolation strict refuses to grade like this)", err=True)
+    return found.describe()
 
 
 def _usable_cores() -> int:

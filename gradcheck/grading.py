@@ -51,13 +51,18 @@ class RunOptions:
     resume: bool = False
     shard: tuple[int, int] | None = None
     figures: bool = True
+    isolation: str = "best"
+    """``--isolation``: ``"strict"``, ``"best"`` or ``"off"`` (see :mod:`gradcheck.confinement`)."""
 
 
-def run_info(options: RunOptions) -> RunInfo:
-    """The facts that make two runs comparable (and shards mergeable)."""
+def run_info(options: RunOptions, isolation: str = "") -> RunInfo:
+    """The facts that make two runs comparable (and shards mergeable).
+
+    ``isolation`` is the line the grader printed, e.g. ``"isolation: landlock 7, netns, seccomp"``.
+    """
     shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else ""
     return RunInfo(__version__, options.grading.seed, options.assignments,
-                   _rubrics(options), shard)
+                   _rubrics(options), shard, isolation)
 
 
 def _rubrics(options: RunOptions) -> dict[str, object]:
@@ -277,11 +282,16 @@ class _SandboxPipeline:
         if name not in submission.files or (options.resume and _cached_result(submission, name, options)):
             return None
         try:
-            box = sandbox_for(submission.files[name], options.grading)
+            box = _sandbox(submission.files[name], options)
         except Exception:  # noqa: BLE001 - the job then makes its own sandbox, and reports why
             return None
         box.start()
         return box
+
+
+def _sandbox(file: Path, options: RunOptions) -> Sandbox:
+    """The job's sandbox: the scorer's limits, confined as ``--isolation`` says."""
+    return sandbox_for(file, options.grading).with_isolation(options.isolation)
 
 
 def _cached_result(submission: Submission, name: str, options: RunOptions) -> AssignmentResult | None:
@@ -307,7 +317,10 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
     if cached is not None:
         return cached
     figures = _figure_writer(options, submission.student) if options.figures else None
+    owned = sandbox is None
     try:
+        if owned:
+            sandbox = _sandbox(file, options)
         result = grade_assignment(assignment, file, options.grading,
                                   reference=course.reference(name),
                                   relative_source=str(file.relative_to(submission.folder)),
@@ -318,6 +331,9 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
             assignment, rubric,
             f"the grader could not grade {file.name}: {type(error).__name__}: {error}")
         return replace(result, seconds=round(result.seconds, 3), content_hash=digest)
+    finally:
+        if owned and sandbox is not None:
+            sandbox.close()
     result = replace(result, seconds=round(result.seconds, 3), content_hash=digest)
     _store(options, submission.student, name, key, result)
     return result

@@ -35,9 +35,10 @@ from typing import Any
 
 from gradcheck import wire
 from gradcheck._child import FRAME
+from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
-__all__ = ["CallResult", "Limits", "LoadResult", "Ref", "Sandbox"]
+__all__ = ["CallResult", "Isolation", "Limits", "LoadResult", "Ref", "Sandbox"]
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START_SECONDS = 30.0  # the first fork server start imports numpy and friends
@@ -60,6 +61,8 @@ class Limits:
         output_bytes: Head of the captured stdout+stderr that is kept.
         copy_bytes: Most bytes of the student's folder copied into the scratch folder.
         value_bytes: Largest reply accepted from the child.
+        file_mb: Largest file the child may write (RLIMIT_FSIZE), in MB: writing more fails
+            with ``OSError: [Errno 27] File too large``.
     """
 
     call_timeout: float = 10.0
@@ -69,6 +72,7 @@ class Limits:
     output_bytes: int = 64_000
     copy_bytes: int = 100_000_000
     value_bytes: int = wire.DEFAULT_MAX_BYTES
+    file_mb: int = 100
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class LoadResult:
         problems: Notes on what went wrong without stopping the load.
         error: One sentence for the student when not ok.
         seconds: Time spent loading.
+        isolation: The confinement the child applied before loading (None when it did not
+            get that far).
     """
 
     ok: bool
@@ -108,6 +114,7 @@ class LoadResult:
     problems: tuple[str, ...]
     error: str | None
     seconds: float
+    isolation: Isolation | None = None
 
 
 class Sandbox:
@@ -122,10 +129,15 @@ class Sandbox:
         limits: Resource limits.
         kernel: Run a notebook in a real Jupyter kernel (needs ipykernel and nbclient).
         user: When the grader runs as root, the child runs as this user.
+        isolation: How the child is confined before the submission's first line runs (see
+            :mod:`gradcheck.confinement`): ``"best"`` every layer the kernel offers,
+            ``"strict"`` every layer or the load fails, ``"off"`` none (debugging), or
+            :class:`~gradcheck.confinement.Layers` for exactly those layers.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``user`` is unknown, or given while the grader is not root.
+        ValueError: ``user`` is unknown, or given while the grader is not root, or
+            ``isolation`` is not a level.
     """
 
     def __init__(
@@ -136,6 +148,7 @@ class Sandbox:
         kernel: bool = False,
         user: str | None = None,
         support: Path | None = None,
+        isolation: str | Layers = "best",
     ) -> None:
         self.path = Path(path).resolve()
         self.support = None if support is None else Path(support).resolve()
@@ -143,6 +156,8 @@ class Sandbox:
             raise FileNotFoundError(f"no submission at {self.path}")
         self.limits = limits
         self.kernel = kernel
+        self.user = user
+        self.layers = isolation if isinstance(isolation, Layers) else Layers.for_level(isolation)
         self._ids = _user_ids(user)
         self._output = _OutputSink(limits.output_bytes)
         self._scratch: Path | None = None
@@ -164,6 +179,11 @@ class Sandbox:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def with_isolation(self, isolation: str | Layers) -> Sandbox:
+        """The same sandbox, not started yet, confined as ``isolation`` says."""
+        return Sandbox(self.path, limits=self.limits, kernel=self.kernel, user=self.user,
+                       support=self.support, isolation=isolation)
 
     @property
     def output(self) -> str:
@@ -314,10 +334,11 @@ class Sandbox:
             return LoadResult(False, (), self._copy_notes, message, seconds)
         reply = replies[0]
         if not reply.get("ok"):
-            return LoadResult(False, (), self._copy_notes, _text(reply.get("error")), seconds)
+            return LoadResult(False, (), self._copy_notes, _text(reply.get("error")), seconds,
+                              _isolation(reply))
         names = tuple(str(name) for name in _list(reply.get("names")))
         problems = self._copy_notes + tuple(str(p) for p in _list(reply.get("problems")))
-        return LoadResult(True, names, problems, None, seconds)
+        return LoadResult(True, names, problems, None, seconds, _isolation(reply))
 
     def _start_child(self) -> _Child:
         config = {
@@ -325,7 +346,8 @@ class Sandbox:
             "max_processes": self.limits.max_processes,
             "output_bytes": self.limits.output_bytes, "value_bytes": self.limits.value_bytes,
             "kernel": self.kernel, "uid": self._ids[0] if self._ids else None,
-            "gid": self._ids[1] if self._ids else None,
+            "gid": self._ids[1] if self._ids else None, "file_mb": self.limits.file_mb,
+            "isolation": self.layers.to_dict(),
         }
         return _Child.start(config, self._output, self.limits)
 
@@ -788,7 +810,8 @@ def _launch(config: dict[str, Any], fds: list[int]) -> tuple[subprocess.Popen[by
 
 
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+    # Only what Python needs: the fork server never holds the grader's tokens or keys.
+    env = scrubbed_environment(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [_PACKAGE_PARENT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
@@ -875,6 +898,14 @@ def _user_ids(user: str | None) -> tuple[int, int] | None:
 
 
 # --- small helpers ----------------------------------------------------------------------------
+
+
+def _isolation(reply: dict[str, Any]) -> Isolation | None:
+    data = reply.get("isolation")
+    try:
+        return Isolation.from_dict(data) if isinstance(data, dict) else None
+    except (TypeError, ValueError):
+        return None  # the child's reply is never trusted blindly
 
 
 def _call_result(reply: dict[str, Any]) -> CallResult:

@@ -141,7 +141,8 @@ def gradescope_json(
 
 
 def gradescope_results(
-    student: StudentResult, *, visibility: str = "visible", stdout_visibility: str = "hidden"
+    student: StudentResult, *, visibility: str = "visible", stdout_visibility: str = "hidden",
+    extra_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Gradescope's ``results.json`` for one student: one test per check.
 
@@ -150,6 +151,8 @@ def gradescope_results(
         visibility: visibility of every test (``"after_due_date"`` hides hidden examples
             until the deadline).
         stdout_visibility: see :func:`gradescope_json`.
+        extra_data: Gradescope's top-level ``extra_data``, stored for instructors and never
+            shown to the student (the grader puts the run's isolation there).
 
     Example:
         >>> from gradcheck.results import AssignmentResult, StudentResult
@@ -166,8 +169,20 @@ def gradescope_results(
             # Nothing was scored (e.g. the file is missing): say so where the student looks.
             entries.append(ResultEntry(f"{assignment.assignment}: submission", 0.0, 0.0,
                                        "\n".join(assignment.problems), visibility, False))
-    return gradescope_json(entries, execution_time=student.seconds, output=_student_output(student),
+    data = gradescope_json(entries, execution_time=student.seconds, output=_student_output(student),
                            stdout_visibility=stdout_visibility, score=student.score)
+    if extra_data:
+        data["extra_data"] = dict(extra_data)
+    return data
+
+
+def _instructor_data(run: RunInfo, student: StudentResult) -> dict[str, Any]:
+    """What only instructors see: the run's isolation, and flags that never change a score."""
+    data: dict[str, Any] = {"isolation": run.isolation} if run.isolation else {}
+    flags = {a.assignment: list(a.flags) for a in student.assignments if a.flags}
+    if flags:
+        data["flags"] = flags
+    return data
 
 
 def _check_text(check: CheckResult) -> str:
@@ -510,7 +525,8 @@ def write_outputs(
     files: dict[Path, str | bytes] = {}
     for student in students:
         folder = out / folders[student.student]
-        files[folder / "results.json"] = _json(gradescope_results(student))
+        files[folder / "results.json"] = _json(gradescope_results(
+            student, extra_data=_instructor_data(run, student)))
         files[folder / "feedback.md"] = feedback_markdown(student)
     assignments = list(run.assignments) or _assignment_names(students)
     files[out / "grades.csv"] = grades_csv(students, assignments)

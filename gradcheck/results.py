@@ -136,6 +136,8 @@ class RunInfo:
     rubric: dict[str, float] = field(default_factory=dict)
     shard: str = ""
     """"K/N" when this run graded one slice of the students."""
+    isolation: str = ""
+    """How student code was confined, e.g. ``"isolation: landlock 7, netns, seccomp"``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**_shallow(self), "rubric": dict(self.rubric)}

@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +24,15 @@ import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 from processes import survivors
+from users import readable_python, throwaway_user
 
 from gradcheck import networks
 from gradcheck.grading import user_problem
@@ -77,10 +81,16 @@ def _grader_argv():
             return argv
         pid = int(stat.rsplit(")", 1)[1].split()[1])
     return None
-ARGV = _grader_argv() or []
-OUT = ARGV[ARGV.index("--out") + 1] if "--out" in ARGV else None
+try:
+    ARGV = _grader_argv() or []
+except OSError:  # the sandbox hides /proc
+    ARGV = []
+# An attacker who cannot read the grader's command line may still guess its folders: the test
+# hands them over (guess.json), so that every attack below is really tried.
+GUESS = json.load(open("guess.json")) if os.path.exists("guess.json") else {}
+OUT = ARGV[ARGV.index("--out") + 1] if "--out" in ARGV else GUESS.get("out")
 SUBMIT = next((a for a in ARGV[ARGV.index(next(a for a in ARGV if a.endswith("grader.py"))) + 1:]
-               if not a.startswith("-")), None) if ARGV else None
+               if not a.startswith("-")), None) if ARGV else GUESS.get("submit")
 def _try(what, action):
     try:
         action()
@@ -103,14 +113,15 @@ for target in (f"{{OUT}}/grades.csv", f"{{OUT}}/aaa_correct/results.json",
                f"{{OUT}}/aab_vandal/results.json", f"{{OUT}}/.cache/zzz_correct/three_input.json",
                f"{{OUT}}/.cache/aab_vandal/three_input.json"):
     _try(target, lambda: _write(target, {FAKE_RESULT!r}))
-for target in glob.glob(f"{{OUT}}/.snapshots/*/three_input.py"):
+for target in glob.glob(f"{{OUT}}/.snapshots/*/three_input.py") + [f"{{SUBMIT}}/aaa_correct/three_input.py"]:
     _try(target, lambda: _write(target, {ZERO_SOURCE!r}))
 # A daemon, detached from the student's process, that keeps planting fake results.
 script = f"while :; do echo fake > {{OUT}}/grades.csv; echo fake > {{OUT}}/zzz_correct/results.json; sleep 0.05; done"
 subprocess.Popen(["sh", "-c", script, "{DAEMON_MARK}"], start_new_session=True)
 snapshots = [v for k, v in ATTEMPTS.items() if "/.snapshots/" in k]
 print("ATTEMPTS", json.dumps({{"grades.csv": ATTEMPTS[f"{{OUT}}/grades.csv"],
-                              "snapshots written": snapshots.count("ok"), "snapshots": len(snapshots)}}))
+                              "snapshots written": snapshots.count("ok"), "snapshots": len(snapshots),
+                              "all": sorted(set(ATTEMPTS.values()))}}))
 ''')
 
 OWN_FILES = SOLUTION + '''
@@ -217,6 +228,117 @@ CASES: dict[str, tuple[str, str, float, str]] = {
     "aab_vandal": (VANDAL, ".py", 10, "ATTEMPTS"),
     "own_files": (OWN_FILES, ".py", 10, "all match"),
 }
+
+# -- the sandbox's walls (issue 11): each attack fails, and is told so in one sentence ---------
+
+SOLUTIONS_DIR = str(networks.solutions_dir().resolve())
+PROTECTED = (ROOT / "gradcheck", networks.solutions_dir(), ROOT / "tests",
+             Path(sys.prefix) / "lib")  # with the site-packages copy of the solutions
+DAEMON2_MARK, WALL = "43.125", "the grader's sandbox lets student code use only its own folder"
+W1_WRONG = "\n_own_bprop = bprop\n\ndef bprop(cache):\n    g = _own_bprop(cache)\n    return {'W1': -g['W1'], 'W2': g['W2']}\n"
+
+WALKER = SOLUTION + W1_WRONG + """
+import os, sys, json
+_found, _tried = None, []
+for _top in ["/", "/work", "/root", "/home", "/tmp", sys.prefix, *sys.path, *json.load(open("guess.json")).values()]:
+    if not isinstance(_top, str) or not os.path.isdir(_top or "."):
+        continue
+    for _dir, _dirs, _files in os.walk(_top):
+        if _dir[len(_top):].count(os.sep) >= 2:
+            _dirs[:] = []  # a few levels below each guess: deep enough, and fast
+        if "three_input.py" in _files and os.path.abspath(_dir) != os.getcwd():
+            _tried.append(_dir)
+            try:
+                _found = open(os.path.join(_dir, "three_input.py")).read()
+                break
+            except OSError:
+                pass
+    if _found:
+        break
+print("ATTEMPTS", json.dumps({"tried": len(_tried), "stolen": _found is not None}))
+if _found:
+    exec(_found, globals())
+"""
+
+DAEMON = at_import(f"""
+    import os
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execvp("sleep", ["sleep", "{DAEMON2_MARK}"])
+        os._exit(0)
+    os.wait()
+    """)
+
+GC_THIEF = SOLUTION + """
+import gc, json, sys
+_modules = [n for n in sys.modules if "_reference" in n or "solution" in n]
+print("ATTEMPTS", json.dumps({"modules": _modules}))
+
+def bprop(cache):
+    # Steal any array shaped like an answer from the process's memory, never compute one.
+    found = {"W1": np.zeros((2, 3)), "W2": np.zeros((1, 2))}
+    for value in gc.get_objects():
+        if isinstance(value, np.ndarray) and value.dtype == float:
+            for key, shape in (("W1", (2, 3)), ("W2", (1, 2))):
+                if value.shape == shape:
+                    found[key] = value.copy()
+    return found
+"""
+
+NETWORK_FPROP = wrap_fprop("""
+    import json, socket
+    port = json.load(open("guess.json"))["tcp"]
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()""")
+NETWORK_BPROP = wrap_bprop("""
+    import json, socket
+    port = json.load(open("guess.json"))["udp"]
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stolen", ("127.0.0.1", port))
+    return g""")
+EDITOR = wrap_fprop(f"for p in {[str(ROOT / 'gradcheck' / 'scoring.py'), SOLUTIONS_DIR + '/three_input.py']!r}:\n"
+                    "    open(p, 'ab').close()")
+
+CASES.update({
+    "cheat_import_solutions": ("import gradcheck\n_sol = gradcheck.networks.get('three_input').solution()\n"
+                               "fprop, bprop, update = _sol.fprop, _sol.bprop, _sol.update\n", ".py", 0, WALL),
+    "cheat_walk_for_solutions": (WALKER, ".py", 7, '"stolen": false'),
+    "cheat_proc_cmdline": (at_import("import os\nopen(f'/proc/{os.getppid()}/cmdline').read()"), ".py", 0,
+                           "Permission denied: '/proc/"),
+    "cheat_proc_mem": (wrap_bprop("import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(1)"), ".py", 4, WALL),
+    "cheat_edit_gradcheck": (EDITOR, ".py", 2, WALL),
+    "cheat_kill_parent": (wrap_bprop("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), ".py", 4,
+                          "Operation not permitted"),
+    "cheat_stop_parent": (wrap_fprop("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"), ".py", 2,
+                          "Operation not permitted"),
+    "cheat_daemon": (DAEMON, ".py", 10, "all match"),
+    "cheat_tcp": (NETWORK_FPROP, ".py", 2, WALL),
+    "cheat_udp": (NETWORK_BPROP, ".py", 4, WALL),
+    "cheat_shadow_modules": (SOLUTION, ".py", 10, "all match"),
+    "cheat_disk_fill": (wrap_bprop("with open('fill.bin', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)"),
+                        ".py", 4, "File too large"),
+    "cheat_fds": (wrap_bprop("import os\nheld = [open(os.devnull) for _ in range(100_000)]"), ".py", 4,
+                  "Too many open files"),
+    "cheat_gc_scan": (GC_THIEF, ".py", 4, '"modules": []'),
+})
+# Files next to the submission that a fresh interpreter would run: a forked child never does.
+SHADOWS = {"numpy.py": "raise SystemExit('the shadow numpy ran')\n",
+           "sitecustomize.py": "raise SystemExit('sitecustomize ran')\n",
+           "usercustomize.py": "raise SystemExit('usercustomize ran')\n",
+           "evil.pth": "import os; os._exit(3)\n"}
+# A submission that is a link to somewhere else is not followed: it is missing.
+LINKS = {"cheat_link_solution": networks.solutions_dir() / "three_input.py", "cheat_link_passwd": Path("/etc/passwd")}
+LINKED_PHRASE = "three_input.py or three_input.ipynb is missing"
+
+
+def tree_digest(folders: tuple[Path, ...]) -> dict[str, str]:
+    digests = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+                digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
 CORRECT = ("aaa_correct", "zzz_correct")
 CHANGED = "zzy_changed"  # its original is rewritten while the grader runs
 
@@ -229,8 +351,21 @@ def write_student(submit: Path, student: str, source: str, suffix: str = ".py") 
     return path
 
 
-def grader_command(submit: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, str(GRADER), str(submit), "--out", str(out), *args]
+@dataclass(frozen=True)
+class AsUser:
+    """Run the grader itself as this unprivileged user, with a Python it can read."""
+
+    name: str
+    python: Path
+
+    def process_options(self, home: Path) -> dict[str, object]:
+        entry = pwd.getpwnam(self.name)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": str(home),
+                "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}}
+
+
+def grader_command(submit: Path, out: Path, *args: str, python: Path | str = sys.executable) -> list[str]:
+    return [str(python), str(GRADER), str(submit), "--out", str(out), *args]
 
 
 def grader_env() -> dict[str, str]:
@@ -238,9 +373,14 @@ def grader_env() -> dict[str, str]:
     return env  # snapshots in /tmp, where the vandal looks for them
 
 
-def grade(submit: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(grader_command(submit, out, *args), capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, env=grader_env())
+def run_options(as_user: AsUser | None, home: Path) -> dict[str, object]:
+    return as_user.process_options(home) if as_user else {"env": grader_env()}
+
+
+def grade(submit: Path, out: Path, *args: str, as_user: AsUser | None = None) -> subprocess.CompletedProcess[str]:
+    python = as_user.python if as_user else sys.executable
+    return subprocess.run(grader_command(submit, out, *args, python=python), capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, **run_options(as_user, submit.parent))
 
 
 def grades(out: Path) -> dict[str, dict[str, str]]:
@@ -275,31 +415,93 @@ def processes_with(marker: str) -> list[str]:
 # -- the shared hostile run -------------------------------------------------------------------
 
 
+class Listener:
+    """A TCP and a UDP socket on 127.0.0.1 in the test's process; what reached them."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        for sock in (self.tcp, self.udp):
+            sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def ports(self) -> dict[str, int]:
+        return {"tcp": self.tcp.getsockname()[1], "udp": self.udp.getsockname()[1]}
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tcp.accept()[0].close()
+                self.received.append(b"a tcp connection")
+            except OSError:
+                pass
+            try:
+                self.received.append(self.udp.recv(100))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.tcp.close()
+        self.udp.close()
+
+
 class HostileRun:
-    def __init__(self, base: Path) -> None:
+    """One grading run of many hostile students next to correct ones, with ``isolation``."""
+
+    def __init__(self, base: Path, cases: dict[str, tuple[str, str, float, str]], isolation: str,
+                 spy: bool = False, links: bool = True, as_user: AsUser | None = None) -> None:
+        self.as_user = as_user
         self.submit, self.out, self.alone_out = base / "submit", base / "out", base / "alone-out"
         self.spy_dir = base / "spy"
         self.spy_dir.mkdir()
-        for name, (source, suffix, _, _) in CASES.items():
+        self.listener = Listener()
+        guess = json.dumps({"out": str(self.out), "submit": str(self.submit), "root": str(ROOT),
+                            "solutions": SOLUTIONS_DIR, **self.listener.ports()})
+        for name, (source, suffix, _, _) in cases.items():
             write_student(self.submit, name, source, suffix)
-        (self.submit / "own_files" / "data.csv").write_text("a,b\n1,2\n")
-        (self.submit / "own_files" / "notes.txt").write_text("my notes")
-        write_student(self.submit, "spy", spy_source(self.spy_dir))
+            (self.submit / name / "guess.json").write_text(guess)
+        if "own_files" in cases:
+            (self.submit / "own_files" / "data.csv").write_text("a,b\n1,2\n")
+            (self.submit / "own_files" / "notes.txt").write_text("my notes")
+        if "cheat_shadow_modules" in cases:
+            for file, text in SHADOWS.items():
+                (self.submit / "cheat_shadow_modules" / file).write_text(text)
+        for name, target in (LINKS.items() if links else ()):
+            (self.submit / name).mkdir(parents=True)
+            (self.submit / name / "three_input.py").symlink_to(target)
+        if spy:
+            write_student(self.submit, "spy", spy_source(self.spy_dir))
         for name in CORRECT:
             write_student(self.submit, name, SOLUTION)
         self.changed_original = SOLUTION
         self.changed_path = write_student(self.submit, CHANGED, self.changed_original)
         self.originals = {p.name: folder_bytes(p) for p in self.submit.iterdir()}
-        self.result = self._run_while_changing_one_student()
         alone = base / "alone"
         for name in CORRECT:
             write_student(alone, name, SOLUTION)
-        self.alone = grade(alone, self.alone_out, *LIMITS)
+        if as_user is not None:  # the grader's own user owns its folders
+            entry = pwd.getpwnam(as_user.name)
+            for folder in (base, *base.rglob("*")):
+                os.chown(folder, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        self.protected = tree_digest(PROTECTED)
+        try:
+            self.result = self._run_while_changing_one_student(isolation)
+        finally:
+            self.listener.close()
+        self.protected_after = tree_digest(PROTECTED)
+        self.alone = grade(alone, self.alone_out, *LIMITS, as_user=as_user)
 
-    def _run_while_changing_one_student(self) -> subprocess.CompletedProcess[str]:
-        process = subprocess.Popen(grader_command(self.submit, self.out, *LIMITS), env=grader_env(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   stdin=subprocess.DEVNULL)
+    def _run_while_changing_one_student(self, isolation: str) -> subprocess.CompletedProcess[str]:
+        python = self.as_user.python if self.as_user else sys.executable
+        command = grader_command(self.submit, self.out, *LIMITS, "--isolation", isolation, python=python)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL, **run_options(self.as_user, self.submit.parent))
         # Once grading has begun (a first result is cached), the student "uploads" a broken
         # version: the run must grade the version of the snapshot taken at the start.
         cache = self.out / ".cache"
@@ -316,15 +518,51 @@ class HostileRun:
         return (self.out / student / "feedback.md").read_text()
 
 
+# The run without the sandbox (--isolation off, debugging only): what the grader still
+# guarantees when student code can write everywhere its user can.
+OPEN_CASES = {name: CASES[name] for name in ("aab_vandal", "own_files")}
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
-    return HostileRun(tmp_path_factory.mktemp("hostile"))
+def unprivileged() -> Iterator[AsUser]:
+    """A throwaway user (deleted afterwards) and a Python it can run the grader with."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite runs as an unprivileged user already: the other runs are that run")
+    try:
+        with throwaway_user() as name, readable_python(name) as python:
+            yield AsUser(name, python)
+    except LookupError as error:
+        pytest.skip(f"no unprivileged run here: {error}")
+
+
+@pytest.fixture(scope="module", params=["as the grader's user", "as an unprivileged user"])
+def run(request: pytest.FixtureRequest) -> Iterator[HostileRun]:
+    as_user = request.getfixturevalue("unprivileged") if request.param == "as an unprivileged user" else None
+    # World-traversable, so that an unprivileged grader can own its folders in it.
+    base = Path(tempfile.mkdtemp(prefix="gradcheck-hostile-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield HostileRun(base, CASES, "best", as_user=as_user)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def open_run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
+    return HostileRun(tmp_path_factory.mktemp("hostile-open"), OPEN_CASES, "off", spy=True, links=False)
 
 
 def test_the_run_completes_and_writes_every_output(run: HostileRun) -> None:
     assert run.result.returncode == 0, run.result.stderr[-3000:]
+    line = run.result.stdout.split("\n", 1)[0]
+    assert line.startswith("isolation: "), run.result.stdout[:200]
+    # Said once, kept for the instructor (run.json, Gradescope's extra_data), never shown to students.
+    assert json.loads((run.out / "run.json").read_text())["run"]["isolation"] == line
+    for student in CORRECT:
+        assert json.loads((run.out / student / "results.json").read_text())["extra_data"] == {"isolation": line}
+        assert "isolation" not in run.feedback(student)
     table = grades(run.out)
-    assert set(table) == set(CASES) | set(CORRECT) | {"spy", CHANGED}
+    assert set(table) == set(CASES) | set(CORRECT) | set(LINKS) | {CHANGED}
     for student in table:
         json.loads((run.out / student / "results.json").read_text())
     ET.parse(run.out / "junit.xml")
@@ -338,6 +576,40 @@ def test_each_hostile_student_loses_only_what_it_did_not_answer_and_is_told_why(
     assert phrase in run.feedback(student)
 
 
+@pytest.mark.parametrize("student", sorted(LINKS))
+def test_a_submission_that_links_elsewhere_is_not_followed(run: HostileRun, student: str) -> None:
+    assert grades(run.out)[student]["three_input"] == "0"
+    assert LINKED_PHRASE in run.feedback(student)
+
+
+def test_no_file_outside_the_scratch_copies_changes(run: HostileRun) -> None:
+    # gradcheck's source, the solutions (both copies), the tests, the Python installation.
+    before, after = run.protected, run.protected_after
+    assert sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p)) == []
+    for student, files in run.originals.items():
+        if student != CHANGED:
+            assert folder_bytes(run.submit / student) == files, student
+
+
+def test_the_sandboxed_vandal_could_write_nothing(run: HostileRun) -> None:
+    attempts = json.loads(run.feedback("aab_vandal").split("ATTEMPTS ", 1)[1].split("\n", 1)[0])
+    assert attempts["all"] == ["PermissionError"], attempts
+    assert attempts["snapshots written"] == 0
+    for path in run.out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv"):
+            assert '"score": 1000' not in path.read_text(), path
+    assert "fake" not in (run.out / "grades.csv").read_text()
+    assert not processes_with(DAEMON_MARK)
+
+
+def test_nothing_reached_the_network(run: HostileRun) -> None:
+    assert run.listener.received == []
+
+
+def test_no_daemon_outlives_the_run(run: HostileRun) -> None:
+    assert not processes_with(f"sleep {DAEMON2_MARK}")
+
+
 def test_the_correct_students_score_exactly_as_when_graded_alone(run: HostileRun) -> None:
     assert run.alone.returncode == 0, run.alone.stderr
     table, alone = grades(run.out), grades(run.alone_out)
@@ -346,9 +618,13 @@ def test_the_correct_students_score_exactly_as_when_graded_alone(run: HostileRun
         assert results_without_time(run.out, student) == results_without_time(run.alone_out, student)
 
 
-def test_fake_results_planted_by_student_code_do_not_survive(run: HostileRun) -> None:
-    # The vandal ran as the grader's user: its writes succeeded (it says so), yet every
-    # output is the grader's own, and the snapshots it overwrote were graded as submitted.
+def test_fake_results_planted_by_student_code_do_not_survive(open_run: HostileRun) -> None:
+    # Without the sandbox the vandal runs as the grader's user: its writes succeed (it says
+    # so), yet every output is the grader's own, and the snapshots it overwrote were graded
+    # as submitted.
+    run = open_run
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    assert "WARNING: --isolation off" in run.result.stderr
     attempts = json.loads(run.feedback("aab_vandal").split("ATTEMPTS ", 1)[1].split("\n", 1)[0])
     assert attempts["grades.csv"] == "ok"
     modules = len(list(run.submit.glob("*/three_input.py")))
@@ -368,11 +644,13 @@ def test_200_mb_of_output_is_capped_in_the_feedback(run: HostileRun) -> None:
     assert (run.out / "print200mb_fprop" / "feedback.md").stat().st_size < 1_000_000
 
 
-def test_the_students_own_files_are_never_modified(run: HostileRun) -> None:
-    for student, files in run.originals.items():
-        if student == CHANGED:
-            continue  # the test itself rewrote it
-        assert folder_bytes(run.submit / student) == files, student
+@pytest.mark.parametrize("which", ["sandboxed", "open"])
+def test_the_students_own_files_are_never_modified(run: HostileRun, open_run: HostileRun, which: str) -> None:
+    chosen = run if which == "sandboxed" else open_run
+    for student, files in chosen.originals.items():
+        if student == CHANGED or (which == "open" and student == "aaa_correct"):
+            continue  # the test itself rewrote it; without the sandbox the vandal can (a known gap)
+        assert folder_bytes(chosen.submit / student) == files, student
 
 
 def test_a_folder_changed_during_grading_is_graded_from_the_snapshot(run: HostileRun) -> None:
@@ -384,7 +662,8 @@ def test_a_folder_changed_during_grading_is_graded_from_the_snapshot(run: Hostil
     assert assignment["content_hash"] != hashlib.sha256(run.changed_path.read_bytes()).hexdigest()
 
 
-def test_reference_gradients_are_never_sent_to_student_code(run: HostileRun) -> None:
+def test_reference_gradients_are_never_sent_to_student_code(open_run: HostileRun) -> None:
+    run = open_run
     network = networks.get("three_input")
     solution = network.solution()
     references = []
@@ -509,22 +788,6 @@ def test_resume_regrades_a_changed_submission_or_other_settings(tmp_path: Path) 
 
 # -- --user -----------------------------------------------------------------------------------
 
-TEST_USER = "gradcheck-student"
-
-
-def ensure_user() -> str | None:
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        return None
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                               TEST_USER], capture_output=True)
-        if made.returncode != 0:
-            return None
-    return TEST_USER
-
-
 THIEF = at_import(FIND_GRADER + '''
 import pathlib
 SOLUTIONS = os.environ.get("GRADCHECK_SOLUTIONS", "")
@@ -541,22 +804,21 @@ print("ATTEMPTS", json.dumps(ATTEMPTS))
 ''')
 
 
-def test_a_user_who_cannot_run_this_python_is_a_usage_error(tmp_path: Path) -> None:
-    user = ensure_user()
-    if user is None or user_problem(user) is None:
-        pytest.skip("needs root, useradd, and a Python the user cannot read (e.g. under /root)")
+def test_a_user_who_cannot_run_this_python_is_a_usage_error(tmp_path: Path, unprivileged: AsUser) -> None:
+    user = unprivileged.name
+    if user_problem(user) is None:
+        pytest.skip(f"{user} can read this Python ({sys.executable}): nothing to refuse")
     write_student(tmp_path / "submit", "alice", SOLUTION)
     result = grade(tmp_path / "submit", tmp_path / "out", "--user", user)
     assert result.returncode == 2
     assert f"--user {user}: that user cannot run this Python" in result.stderr
 
 
-def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(tmp_path: Path) -> None:
-    user = ensure_user()
-    if user is None:
-        pytest.skip("needs root and useradd")
-    if user_problem(user) is not None:
-        pytest.skip(f"{user_problem(user)} (run this test with such a Python)")
+@pytest.mark.parametrize("isolation", ["best", "off"])
+def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
+        unprivileged: AsUser, isolation: str) -> None:
+    # As root, with a Python the user can read; with the sandbox, and with file permissions alone.
+    user = unprivileged.name
     # A world-traversable root (pytest's tmp_path is 0700): only the grader's own permission
     # choices, not a private parent folder, keep the student out.
     base = Path(tempfile.mkdtemp(prefix="gradcheck-user-test-", dir="/tmp"))
@@ -567,11 +829,14 @@ def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
         os.chmod(solutions, 0o700)
         submit, out = base / "submit", base / "out"
         write_student(submit, "thief", THIEF)
+        (submit / "thief" / "guess.json").write_text(json.dumps({"out": str(out), "submit": str(submit)}))
         write_student(submit, "victim", SOLUTION)
         victim = folder_bytes(submit / "victim")
         (out / ".cache").mkdir(parents=True)
         env = dict(grader_env(), GRADCHECK_SOLUTIONS=str(solutions))
-        result = subprocess.run(grader_command(submit, out, *LIMITS, "--user", user), env=env,
+        command = grader_command(submit, out, *LIMITS, "--user", user, "--isolation", isolation,
+                                 python=unprivileged.python)
+        result = subprocess.run(command, env=env,
                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stderr
         assert grades(out)["victim"]["three_input"] == grades(out)["thief"]["three_input"] == "10"

@@ -145,6 +145,9 @@ def test_a_bprop_made_of_finite_differences_is_flagged_for_the_instructor_only(t
     assert "finite differences" in flag and "1e-16" in flag
     feedback = (tmp_path / "out" / "s" / "feedback.md").read_text()
     assert "finite differences" not in feedback
+    results = json.loads((tmp_path / "out" / "s" / "results.json").read_text())
+    assert results["extra_data"]["flags"] == {"three_input": [flag]}  # Gradescope hides extra_data
+    assert "finite differences" not in json.dumps(results["tests"]) + results.get("output", "")
 
 
 def test_an_honest_bprop_written_differently_is_never_flagged(tmp_path: Path) -> None:
