@@ -14,10 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import __future__
+import ast
 import builtins
 import contextlib
+import functools
 import importlib.util
 import linecache
+import operator
 import re
 import signal
 import sys
@@ -26,7 +30,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +163,7 @@ def invoke(
     """
     target = namespace.get(function)
     if target is None:
-        return Outcome(False, error=f"{function} is not defined")
+        return Outcome(False, error=_not_defined(namespace, function))
     if not callable(target):
         return Outcome(False, error=f"{function} is a {type(target).__name__}, not a function")
     try:
@@ -171,7 +175,7 @@ def invoke(
         value = target(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
-        return Outcome(False, error=f"{function} {describe_exception(exc)}", seconds=seconds)
+        return Outcome(False, error=_call_failure(namespace, function, exc), seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
         store[keep] = value
@@ -191,6 +195,22 @@ def describe_exception(exc: BaseException) -> str:
     message = _short(_safe_str(exc))
     where = _student_location(exc)
     text = f"raised {type(exc).__name__}" + (f": {message}" if message else "")
+    return text + (f" ({where})" if where else "")
+
+
+def _not_defined(namespace: Mapping[str, Any], function: str) -> str:
+    root = namespace.get(_UNDEFINED, {}).get(function)
+    if root is None:
+        return f"{function} is not defined"
+    return f"{function} is not defined because {root.cause} before defining it"
+
+
+def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseException) -> str:
+    root = _root_cause(namespace, exc)
+    if root is None:
+        return f"{function} {describe_exception(exc)}"
+    where = _student_location(exc)
+    text = f"{function} raised NameError: {root.cause}, so `{getattr(exc, 'name', '')}` is undefined"
     return text + (f" ({where})" if where else "")
 
 
@@ -294,13 +314,62 @@ def _read_source(path: Path) -> str:
         raise LoadError(f"{path.name} is not readable Python text: {_short(str(exc))}") from None
 
 
-def _compile(source: str, filename: str, what: str) -> types.CodeType:
+def _compile(
+    source: str, filename: str, what: str,
+    compiler: Callable[[str, str], types.CodeType] | None = None,
+) -> types.CodeType:
     try:
-        return compile(source, filename, "exec", dont_inherit=True)
+        if compiler is None:
+            return compile(source, filename, "exec", dont_inherit=True)
+        return compiler(source, filename)
     except SyntaxError as exc:
-        raise LoadError(f"{what} on line {exc.lineno}: {exc.msg}") from None
+        raise LoadError(_syntax_error_message(what, exc)) from None
     except ValueError as exc:  # null bytes in the source
         raise LoadError(f"{what}: {exc}") from None
+
+
+def _syntax_error_message(what: str, exc: SyntaxError) -> str:
+    """Describe a syntax error, saying when the line looks valid in a newer Python.
+
+    Returns text such as ``"cell 5 has a syntax error on line 3: invalid syntax; this code
+    may need Python 3.12 or newer (the grader runs Python 3.11)"``.
+    """
+    text = f"{what} on line {exc.lineno}: {exc.msg}"
+    needed = _newer_python_needed(exc)
+    if needed is None:
+        return text
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return (text + f"; this code may need Python {needed[0]}.{needed[1]} or newer "
+            f"(the grader runs Python {running})")
+
+
+# Syntax that a newer Python accepts, recognised on the line a SyntaxError points at (or by
+# the older compiler's message). Heuristics, hence "may need" in the message.
+_FSTRING_OPEN = r"(?<![\w'\"])[rR]?[fF][rR]?"
+_NEWER_SYNTAX: tuple[tuple[tuple[int, int], re.Pattern[str]], ...] = (
+    ((3, 10), re.compile(r"^\s*match\s+[^=]+:\s*(#.*)?$")),  # structural pattern matching
+    ((3, 10), re.compile(r"^\s*case\s+.+:\s*(#.*)?$")),
+    ((3, 11), re.compile(r"^\s*except\s*\*")),  # exception groups
+    ((3, 12), re.compile(r"^\s*type\s+[A-Za-z_]\w*\s*(\[.*\])?\s*=")),  # PEP 695 alias
+    ((3, 12), re.compile(r"^\s*(async\s+)?(def|class)\s+[A-Za-z_]\w*\s*\[")),  # PEP 695 generics
+    # PEP 701: the f-string's own quote inside its braces: f"{row["loss"]}"
+    ((3, 12), re.compile(_FSTRING_OPEN + r"""(?P<q>['"])[^'"\n]*\{[^}'"\n]*(?P=q)""")),
+    ((3, 14), re.compile(r"^\s*except\s+[^\s(:*][^:()]*,[^:()]*:")),  # PEP 758 except A, B:
+    ((3, 14), re.compile(r"""(?<![\w'"])[tT][rR]?['"]""")),  # PEP 750 template strings
+)
+_NEWER_SYNTAX_MESSAGES: tuple[tuple[tuple[int, int], str], ...] = (
+    ((3, 12), "f-string expression part cannot include a backslash"),
+    ((3, 12), "f-string expression part cannot include '#'"),
+    ((3, 14), "multiple exception types must be parenthesized"),
+)
+
+
+def _newer_python_needed(exc: SyntaxError) -> tuple[int, int] | None:
+    line, message = exc.text or "", exc.msg or ""
+    found = [version for version, pattern in _NEWER_SYNTAX if pattern.search(line)]
+    found += [version for version, text in _NEWER_SYNTAX_MESSAGES if text in message]
+    newer = [version for version in found if sys.version_info[:2] < version]
+    return min(newer) if newer else None
 
 
 # --- notebooks ------------------------------------------------------------------------------
@@ -321,13 +390,13 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
         "display": _display,
     }
     shell.user_ns = namespace
-    problems: list[str] = []
-    transform = _transformer()
+    log = _CellLog(path.name, namespace)
+    transform, compiler = _transformer(), _CellCompiler()
     for number, source in cells:
         shell.cell = number
-        _run_cell(path.name, number, transform(source, shell), namespace, problems, cell_timeout)
-        problems.extend(shell.take_notes())
-    return Loaded(namespace, tuple(problems))
+        _run_cell(path.name, number, transform(source, shell), log, compiler, cell_timeout)
+        log.notes(shell.take_notes())
+    return Loaded(namespace, log.problems())
 
 
 def _code_cells(path: Path) -> list[tuple[int, str]]:
@@ -358,26 +427,192 @@ def _cell_source(cell: Mapping[str, Any]) -> str:
 
 
 def _run_cell(
-    notebook: str, number: int, source: str, namespace: dict[str, Any], problems: list[str],
+    notebook: str, number: int, source: str, log: _CellLog, compiler: _CellCompiler,
     timeout: float | None = None,
 ) -> None:
     filename = f"{notebook} cell {number}"
     # Registered so that tracebacks (and the student's own) can show the cell's lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
-        code = _compile(source, filename, f"cell {number} has a syntax error")
+        code = _compile(source, filename, f"cell {number} has a syntax error", compiler)
     except LoadError as exc:
-        problems.append(f"{exc} (the cell was skipped)")
+        log.notes([f"{exc} (the cell was skipped)"])
         return
     try:
         with _time_limit(timeout):
-            exec(code, namespace)
+            exec(code, log.namespace)
     except CellTimeout:
-        problems.append(f"cell {number} ran for more than {timeout:g} s and was stopped (the "
-                        "functions defined in other cells were kept)")
+        log.stopped(number, source, timeout or 0.0)
     except BaseException as exc:  # noqa: BLE001 - one failing demo cell must not stop the load
-        what = describe_exception(exc)
-        problems.append(f"cell {number} {what} (the functions defined in other cells were kept)")
+        log.failed(number, source, exc)
+
+
+# Every compiler flag a `from __future__ import` can set (IPython's PyCF_MASK).
+_FUTURE_FLAGS = functools.reduce(
+    operator.or_, (getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+)
+
+
+class _CellCompiler:
+    """Compile notebook cells as IPython does with ``from __future__`` imports.
+
+    IPython compiles a cell statement by statement, so a future import below a magic or
+    another statement works there, and its flag holds in every later cell.
+    """
+
+    def __init__(self) -> None:
+        self.flags = 0
+
+    def __call__(self, source: str, filename: str) -> types.CodeType:
+        tree = ast.parse(source, filename)
+        futures = [node for node in tree.body if _is_future_import(node)]
+        # Moved first (line numbers kept): the only place the compiler accepts them.
+        tree.body = futures + [node for node in tree.body if not _is_future_import(node)]
+        code = compile(tree, filename, "exec", flags=self.flags, dont_inherit=True)
+        self.flags |= code.co_flags & _FUTURE_FLAGS
+        return code
+
+
+def _is_future_import(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.module == "__future__"
+
+
+_UNDEFINED = "__gradcheck_undefined__"
+_KEPT = " (the functions defined in other cells were kept)"
+
+
+@dataclass
+class _FailedCell:
+    """A cell that stopped early, and what went missing because of it."""
+
+    number: int
+    what: str
+    """How it failed, after "cell N": ``"raised KeyError: 'a' (cell 2, line 3 of nb.ipynb)"``."""
+    cause: str
+    """The root cause in brief: ``"cell 2 failed (ModuleNotFoundError: No module named 'u')"``."""
+    tripped: list[str] = field(default_factory=list)
+    """Undefined names that later cells stumbled on."""
+    functions: list[str] = field(default_factory=list)
+    """Functions and classes the cell (or a cell failing because of it) never defined."""
+    followers: list[int] = field(default_factory=list)
+    """Later cells that failed only because of this one."""
+
+    def problem(self, namespace: Mapping[str, Any]) -> str:
+        missing = _unique(self.tripped + [f for f in self.functions if f not in namespace])
+        if not missing:
+            return f"cell {self.number} {self.what}{_KEPT}"
+        verb = "is" if len(missing) == 1 else "are"
+        text = f"cell {self.number} {self.what}, so {_join(f'`{n}`' for n in missing)} {verb} undefined"
+        if self.followers:
+            cells = "cell" if len(self.followers) == 1 else "cells"
+            text += f" and {cells} {_join(str(n) for n in self.followers)} failed too"
+        return text + _KEPT
+
+
+class _CellLog:
+    """The problems of a notebook's cells, a cascade of NameErrors told as its root cause.
+
+    A cell that fails (a missing helper module, a data file) leaves the names it would have
+    bound undefined; later cells and the grader's calls then fail with NameErrors that say
+    nothing of why. Those names are mapped to the failed cell in ``namespace[_UNDEFINED]``,
+    where :func:`invoke` looks too.
+    """
+
+    def __init__(self, notebook: str, namespace: dict[str, Any]) -> None:
+        self.notebook = notebook
+        self.namespace = namespace
+        self._undefined: dict[str, _FailedCell] = namespace.setdefault(_UNDEFINED, {})
+        self._entries: list[str | _FailedCell] = []
+
+    def notes(self, texts: list[str]) -> None:
+        self._entries.extend(texts)
+
+    def failed(self, number: int, source: str, exc: BaseException) -> None:
+        root = _root_cause(self.namespace, exc)
+        if root is None:
+            message = _short(_safe_str(exc))
+            cause = f"cell {number} failed ({type(exc).__name__}" + (
+                f": {message})" if message else ")")
+            self._new_root(number, source, describe_exception(exc), cause)
+            return
+        root.tripped.append(str(getattr(exc, "name", "")))
+        root.followers.append(number)
+        self._leave_undefined(root, source)
+
+    def stopped(self, number: int, source: str, seconds: float) -> None:
+        what = f"ran for more than {seconds:g} s and was stopped"
+        self._new_root(number, source, what, f"cell {number} was stopped after {seconds:g} s")
+
+    def problems(self) -> tuple[str, ...]:
+        return tuple(entry if isinstance(entry, str) else entry.problem(self.namespace)
+                     for entry in self._entries)
+
+    def _new_root(self, number: int, source: str, what: str, cause: str) -> None:
+        root = _FailedCell(number, what, cause)
+        self._entries.append(root)
+        self._leave_undefined(root, source)
+
+    def _leave_undefined(self, root: _FailedCell, source: str) -> None:
+        tree = _parse_quietly(source)
+        for name in _bound_names(tree) - self.namespace.keys():
+            self._undefined[name] = root
+        root.functions += [name for name in _defined_functions(tree) if name not in self.namespace]
+
+
+def _root_cause(namespace: Mapping[str, Any], exc: BaseException) -> _FailedCell | None:
+    """The failed cell that left undefined the name this NameError is about, if any."""
+    name = getattr(exc, "name", None)
+    if type(exc) is not NameError or not isinstance(name, str) or name in namespace:
+        return None
+    return namespace.get(_UNDEFINED, {}).get(name)
+
+
+def _parse_quietly(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ast.Module(body=[], type_ignores=[])
+
+
+_OWN_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+               ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _cell_scope(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes that run in the notebook's namespace (not inside a function, class, ...)."""
+    for node in ast.iter_child_nodes(tree):
+        yield node
+        if not isinstance(node, _OWN_SCOPES):
+            yield from _cell_scope(node)
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names a cell binds in the notebook's namespace."""
+    names: set[str] = set()
+    for node in _cell_scope(tree):
+        if isinstance(node, _DEFINITIONS):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0]
+                         for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def _defined_functions(tree: ast.AST) -> list[str]:
+    return [node.name for node in _cell_scope(tree) if isinstance(node, _DEFINITIONS)]
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _join(items: Iterator[str] | list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class CellTimeout(BaseException):
@@ -458,7 +693,28 @@ class _ShellStub:
         return notes
 
     def run_line_magic(self, name: str, line: str, *_args: Any, **_kwargs: Any) -> None:
-        self.note(f"skipped magic %{name} {line}".rstrip())
+        if name == "pylab":
+            self._pylab(line)
+        else:
+            self.note(f"skipped magic %{name} {line}".rstrip())
+
+    def _pylab(self, line: str) -> None:
+        # What IPython's import_pylab does, on the non-interactive Agg backend (plots are
+        # drawn and discarded); old course notebooks rely on its bare names (linspace, plot).
+        star = "--no-import-all" not in line.split()
+        exec("import numpy\nnp = numpy\n", self.user_ns)
+        try:
+            import matplotlib
+        except ImportError:
+            self.note("%pylab gave the numpy names only: matplotlib is not installed")
+            if star:
+                exec("from numpy import *\n", self.user_ns)
+            return
+        matplotlib.use("Agg")
+        exec("import matplotlib\nfrom matplotlib import pylab, mlab, pyplot\nplt = pyplot\n",
+             self.user_ns)
+        if star:
+            exec("from matplotlib.pylab import *\nfrom numpy import *\n", self.user_ns)
 
     def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
         if name in _RUN_BODY_MAGICS:
