@@ -579,7 +579,7 @@ class _Server:
         try:
             _enter_folder(str(path.parent), own_home=self._config.get("uid") is not None)
             if self._config.get("kernel"):
-                self._kernel = loading.load_in_kernel(path)
+                self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout)
                 return {"ok": True, "names": list(self._kernel.names),
                         "problems": list(self._kernel.problems)}
             loaded = loading.load_submission(path, cell_timeout=self._cell_timeout)

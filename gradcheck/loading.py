@@ -314,14 +314,9 @@ def _read_source(path: Path) -> str:
         raise LoadError(f"{path.name} is not readable Python text: {_short(str(exc))}") from None
 
 
-def _compile(
-    source: str, filename: str, what: str,
-    compiler: Callable[[str, str], types.CodeType] | None = None,
-) -> types.CodeType:
+def _compile(source: str, filename: str, what: str) -> types.CodeType:
     try:
-        if compiler is None:
-            return compile(source, filename, "exec", dont_inherit=True)
-        return compiler(source, filename)
+        return compile(source, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise LoadError(_syntax_error_message(what, exc)) from None
     except ValueError as exc:  # null bytes in the source
@@ -434,9 +429,9 @@ def _run_cell(
     # Registered so that tracebacks (and the student's own) can show the cell's lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
-        code = _compile(source, filename, f"cell {number} has a syntax error", compiler)
-    except LoadError as exc:
-        log.notes([f"{exc} (the cell was skipped)"])
+        code = compiler(source, filename)
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes in the source
+        log.unparsable(number, exc)
         return
     try:
         with _time_limit(timeout):
@@ -538,6 +533,11 @@ class _CellLog:
         root.tripped.append(str(getattr(exc, "name", "")))
         root.followers.append(number)
         self._leave_undefined(root, source)
+
+    def unparsable(self, number: int, exc: SyntaxError | ValueError) -> None:
+        what = f"cell {number} has a syntax error"
+        text = _syntax_error_message(what, exc) if isinstance(exc, SyntaxError) else f"{what}: {exc}"
+        self._entries.append(f"{text} (the cell was skipped)")
 
     def stopped(self, number: int, source: str, seconds: float) -> None:
         what = f"ran for more than {seconds:g} s and was stopped"
@@ -761,36 +761,38 @@ _KERNEL_CALL = """\
 def __gradcheck_call(request, reply):
     import pathlib
     from gradcheck import loading, wire
-    r = wire.decode(pathlib.Path(request).read_bytes())
-    store = globals().setdefault("__gradcheck_store__", {})
-    if r["function"] == "__gradcheck_names__":
-        o = loading.Outcome(True, list(loading.defined_callables(globals())))
-    else:
-        o = loading.invoke(globals(), store, r["function"], tuple(r["args"]), r["kwargs"],
-                           keep=r["keep"], pick=r["pick"])
+    o = loading._kernel_request(globals(), wire.decode(pathlib.Path(request).read_bytes()))
     answer = {"ok": o.ok, "value": o.value, "error": o.error, "seconds": o.seconds}
     pathlib.Path(reply).write_bytes(wire.encode(answer))
 __gradcheck_call(%r, %r)
 del __gradcheck_call
 """
+_KERNEL_LOG = "__gradcheck_log__"
+_KERNEL_STORE = "__gradcheck_store__"
+# The reply nbclient gives for a cell it interrupted after the per-cell time limit.
+_TIMED_OUT = {"ename": "CellTimeout", "evalue": "", "traceback": []}
 
 
 class KernelSession:
     """A notebook executed in a real Jupyter kernel, whose functions can then be called.
 
     Arguments and results travel through files in the notebook's (scratch) folder, encoded
-    with :mod:`gradcheck.wire`; a small trusted snippet run in the kernel decodes them, calls
-    the function through :func:`invoke` and writes the outcome back.
+    with :mod:`gradcheck.wire`; a small trusted snippet run in the kernel decodes them and
+    answers through :func:`_kernel_request` (a call goes through :func:`invoke`).
 
     Attributes:
         names: The callables the notebook defined.
-        problems: One note per cell that raised.
+        problems: What went wrong in the cells, worded as in plain mode.
     """
 
     def __init__(self, client: Any, folder: Path, names: tuple[str, ...], problems: tuple[str, ...]):
         self._client = client
         self._folder = folder
         self._calls = 0
+        # nbclient stores every cell it ran back into its notebook at the index given; the
+        # snippets' own index keeps the student's cells as they were.
+        client.nb.cells.append(_new_code_cell(""))
+        self._scratch = len(client.nb.cells) - 1
         self.names = names
         self.problems = problems
 
@@ -804,23 +806,8 @@ class KernelSession:
         pick: str | None = None,
     ) -> Outcome:
         """Call a function defined in the kernel (see :func:`invoke` for the arguments)."""
-        from gradcheck import wire
-
-        self._calls += 1
-        request = self._folder / f".gradcheck-call-{self._calls}.in"
-        reply = self._folder / f".gradcheck-call-{self._calls}.out"
-        message = {"function": function, "args": list(args), "kwargs": dict(kwargs),
-                   "keep": keep, "pick": pick}
-        request.write_bytes(wire.encode(message, strict=True))
-        cell = _new_code_cell(_KERNEL_CALL % (str(request), str(reply)))
-        self._client.execute_cell(cell, 0, store_history=False)
-        request.unlink(missing_ok=True)
-        if not reply.is_file():
-            errors = _cell_errors(cell)
-            return Outcome(False, error=f"{function} could not be called in the kernel: {errors}")
-        answer = wire.decode(reply.read_bytes())
-        reply.unlink(missing_ok=True)
-        return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
+        return self._ask({"op": "call", "function": function, "args": list(args),
+                          "kwargs": dict(kwargs), "keep": keep, "pick": pick}, function)
 
     def close(self) -> None:
         """Shut the kernel down."""
@@ -829,17 +816,64 @@ class KernelSession:
         except Exception:  # noqa: BLE001 - the sandbox kills the kernel's process tree anyway
             pass
 
+    def _ask(self, message: dict[str, Any], what: str) -> Outcome:
+        from gradcheck import wire
+
+        self._calls += 1
+        request = self._folder / f".gradcheck-call-{self._calls}.in"
+        reply = self._folder / f".gradcheck-call-{self._calls}.out"
+        request.write_bytes(wire.encode(message, strict=True))
+        cell = _new_code_cell(_KERNEL_CALL % (str(request), str(reply)))
+        with _quiet_warnings():
+            self._client.execute_cell(cell, self._scratch, store_history=False)
+        request.unlink(missing_ok=True)
+        if not reply.is_file():
+            errors = _cell_errors(cell)
+            return Outcome(False, error=f"{what} could not be called in the kernel: {errors}")
+        answer = wire.decode(reply.read_bytes())
+        reply.unlink(missing_ok=True)
+        return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
+
+    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None) -> None:
+        timed_out: dict[int, bool] = {}
+
+        def executed(cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
+            content = execute_reply.get("content", {})
+            timed_out[cell_index] = content.get("ename") == _TIMED_OUT["ename"]
+
+        self._client.on_cell_executed = executed
+        for index, cell in enumerate(notebook.cells):
+            if index + 1 not in numbers:
+                continue
+            # Only the student's cells: the kernel's first import of gradcheck may be slow.
+            self._client.timeout = timeout
+            try:
+                with _quiet_warnings():
+                    self._client.execute_cell(cell, index)
+            finally:
+                self._client.timeout = None
+            _echo_outputs(cell)
+            if timed_out.get(index):
+                self._ask({"op": "stopped", "cell": index + 1, "seconds": timeout}, "the notebook")
+            elif _cell_errors(cell):
+                self._ask({"op": "failed", "cell": index + 1, "error": _cell_errors(cell)},
+                          "the notebook")
+        self._client.on_cell_executed = None
+
 
 def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
     """Execute a notebook in a Jupyter kernel (``--kernel`` mode), keeping the kernel alive.
 
     Every code cell runs in order with ``allow_errors=True``, exactly as Jupyter would run it
-    (magics included). The kernel is a child of the calling process, so it inherits the
-    sandbox's limits and is killed with it.
+    (magics included). A cell still running after ``timeout`` is interrupted (as the stop
+    button does) and the next cells run. Tracebacks name the notebook's cells ("cell 3,
+    line 2 of nb.ipynb"). The kernel is a child of the calling process, so it inherits the
+    sandbox's limits and is killed with it; its own log lines never reach the student.
 
     Args:
         path: The ``.ipynb`` file.
-        timeout: Per-cell time limit in seconds (None: no limit; the sandbox enforces one).
+        timeout: Per-cell time limit in seconds while loading (None: no limit; the sandbox
+            enforces one on the whole load). Calls afterwards are limited by the sandbox.
 
     Returns:
         A session whose :meth:`KernelSession.call` invokes the notebook's functions.
@@ -850,34 +884,114 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     """
     path = Path(path).resolve()
     client_class = _kernel_client_class()
-    _code_cells(path)  # the same validation and messages as the in-process loader
+    cells = _code_cells(path)  # the same validation and messages as the in-process loader
     import nbformat
 
     notebook = nbformat.read(str(path), as_version=4)
     client = client_class(
-        notebook, timeout=timeout, allow_errors=True, kernel_name="python3",
+        notebook, timeout=None, allow_errors=True, kernel_name="python3",
+        interrupt_on_timeout=True, error_on_timeout=_TIMED_OUT, log=_quiet_logger(),
         resources={"metadata": {"path": str(path.parent)}},
     )
+    _start_kernel(client, path.parent)
+    session = KernelSession(client, path.parent, (), ())
+    setup = session._ask({"op": "setup", "notebook": path.name, "root": str(path.parent),
+                          "cells": [list(cell) for cell in cells]}, "the notebook")
+    if not setup.ok:
+        session.close()
+        raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
+    session._run_cells(notebook, {number for number, _ in cells}, timeout)
+    report = session._ask({"op": "report"}, "the notebook")
+    value = report.value if report.ok and isinstance(report.value, dict) else {}
+    session.names = tuple(value.get("names", ()))
+    session.problems = tuple(value.get("problems", ()))
+    return session
+
+
+def _start_kernel(client: Any, folder: Path) -> None:
+    import subprocess
+
     try:
         client.km = client.create_kernel_manager()
-        client.start_new_kernel(cwd=str(path.parent))
+        client.km.log = client.log
+        # The kernel's stderr carries its own warnings (TCP without encryption, the
+        # debugger's frozen modules), not the student's: their prints travel as messages.
+        client.start_new_kernel(cwd=str(folder), stderr=subprocess.DEVNULL)
         client.start_new_kernel_client()
     except Exception as exc:  # noqa: BLE001 - jupyter_client raises many kinds
         raise LoadError(f"the Jupyter kernel could not start: {_short(str(exc))}") from None
-    problems = []
-    for index, cell in enumerate(notebook.cells):
-        if cell.get("cell_type") != "code":
-            continue
-        client.execute_cell(cell, index)
-        _echo_outputs(cell)
-        errors = _cell_errors(cell)
-        if errors:
-            problems.append(f"cell {index + 1} raised {errors} "
-                            "(the functions defined in other cells were kept)")
-    session = KernelSession(client, path.parent, (), tuple(problems))
-    names = session.call("__gradcheck_names__", (), {})
-    session.names = tuple(names.value) if names.ok and isinstance(names.value, list) else ()
-    return session
+
+
+def _quiet_logger() -> Any:
+    import logging
+
+    logger = logging.getLogger("gradcheck.kernel")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False  # nbclient's "Timeout waiting for execute reply" is ours to word
+    return logger
+
+
+@contextlib.contextmanager
+def _quiet_warnings() -> Iterator[None]:
+    # jupyter_client's own warnings (deprecations, zmq) would land in the student's output.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Outcome:
+    """Answer one request of :class:`KernelSession`; runs INSIDE the kernel."""
+    op = request["op"]
+    if op == "call":
+        store = namespace.setdefault(_KERNEL_STORE, {})
+        return invoke(namespace, store, request["function"], tuple(request["args"]),
+                      request["kwargs"], keep=request["keep"], pick=request["pick"])
+    if op == "setup":
+        _kernel_setup(namespace, request["notebook"], request["root"], request["cells"])
+        return Outcome(True)
+    log: _CellLog = namespace[_KERNEL_LOG]
+    if op == "report":
+        return Outcome(True, {"names": list(defined_callables(namespace)),
+                              "problems": list(log.problems())})
+    number = int(request["cell"])
+    source = "".join(linecache.getlines(f"{log.notebook} cell {number}"))
+    if op == "stopped":
+        log.stopped(number, source, float(request["seconds"]))
+        return Outcome(True)
+    exc = getattr(sys, "last_value", None)
+    if isinstance(exc, SyntaxError) and exc.filename == f"{log.notebook} cell {number}":
+        log.unparsable(number, exc)  # the cell itself, not a module it imports
+    elif isinstance(exc, BaseException):
+        log.failed(number, source, exc)
+    else:
+        log.notes([f"cell {number} raised {request['error']}{_KEPT}"])
+    sys.last_value = None  # a later cell's failure must not be read as this one's
+    return Outcome(True)
+
+
+def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
+                  cells: list[list[Any]]) -> None:
+    """Name each cell's code after its place in the notebook, as plain mode does."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    waiting: dict[str, list[int]] = {}
+    for number, source in cells:
+        waiting.setdefault(source, []).append(int(number))
+    original = shell.compile.get_code_name
+
+    def get_code_name(raw_code: str, transformed_code: str, number: int) -> str:
+        # ipykernel names a cell after a hash of its text (/tmp/ipykernel_12/3456.py).
+        numbers = waiting.get(raw_code)
+        if numbers:
+            return f"{notebook} cell {numbers.pop(0)}"
+        return original(raw_code, transformed_code, number)
+
+    shell.compile.get_code_name = get_code_name
+    _STUDENT_ROOTS.append(root)
+    namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
 
 
 def _kernel_client_class() -> Any:

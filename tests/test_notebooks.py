@@ -7,6 +7,7 @@ Jupyter kernel with ``kernel=True``); the sentences students read are asserted e
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,10 +138,17 @@ def test_a_module_in_newer_syntax_says_so(tmp_path: Path) -> None:
                                 f"(the grader runs Python {RUNNING})")
 
 
-def test_a_failed_import_cell_is_the_one_root_cause_of_the_name_errors(tmp_path: Path) -> None:
+BOTH_MODES = pytest.mark.parametrize(
+    "kernel", [False, pytest.param(True, marks=needs_kernel)], ids=["plain", "kernel"])
+
+
+@BOTH_MODES
+def test_a_failed_import_cell_is_the_one_root_cause_of_the_name_errors(
+    tmp_path: Path, kernel: bool
+) -> None:
     path = write_notebook(tmp_path / "nb.ipynb", IMPORTS, MODEL, DEMO, PLOT,
                           "def bprop(cache):\n    return {'W': cache['a']}")
-    sandbox, loaded = load(path)
+    sandbox, loaded = load(path, kernel=kernel)
     with sandbox:
         assert loaded.problems == (
             "cell 2 raised ModuleNotFoundError: No module named 'planar_utils' (cell 2, line 2 "
@@ -154,9 +162,12 @@ def test_a_failed_import_cell_is_the_one_root_cause_of_the_name_errors(tmp_path:
         assert sandbox.call("bprop", {"a": 1.0}).ok
 
 
-def test_functions_a_failed_cell_never_defined_are_named_by_its_cause(tmp_path: Path) -> None:
+@BOTH_MODES
+def test_functions_a_failed_cell_never_defined_are_named_by_its_cause(
+    tmp_path: Path, kernel: bool
+) -> None:
     path = write_notebook(tmp_path / "nb.ipynb", IMPORTS + "\n\n" + MODEL)
-    sandbox, loaded = load(path)
+    sandbox, loaded = load(path, kernel=kernel)
     with sandbox:
         assert loaded.problems == (
             "cell 2 raised ModuleNotFoundError: No module named 'planar_utils' (cell 2, line 2 "
@@ -182,3 +193,63 @@ def test_a_name_defined_again_later_is_not_blamed_on_the_failed_cell(tmp_path: P
         call = sandbox.call("fprop", np.ones((2, 1)), np.ones((1, 1)), {"W": np.ones((1, 2))},
                             pick="loss")
         assert call.ok, call.error
+
+
+@needs_kernel
+def test_kernel_mode_stops_a_runaway_cell_and_runs_the_next_ones(tmp_path: Path) -> None:
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "import time\nprint('training')",
+        "for epoch in range(100_000):\n    time.sleep(0.01)",
+        "def fprop(x, y, params):\n    return {'loss': 1.5}",
+    )
+    sandbox, loaded = load(path, kernel=True, limits=Limits(call_timeout=1.0, memory_mb=2048))
+    with sandbox:
+        assert loaded.ok, loaded.error
+        assert loaded.problems == ("cell 3 ran for more than 1 s and was stopped (the functions "
+                                   "defined in other cells were kept)",)
+        assert sandbox.call("fprop", 1, 2, 3, pick="loss").value == 1.5
+        assert sandbox.output.strip() == "training"  # no IPKernelApp, debugger or nbclient lines
+
+
+@needs_kernel
+def test_kernel_mode_names_cells_and_lines_as_plain_mode_does(tmp_path: Path) -> None:
+    cells = ("import numpy as np",
+             "def bprop(cache):\n    grads = {}\n    return grads['W'] + cache",
+             "x = 1\n\ny = x / 0",
+             "%pylab inline\ndef fprop(x, y, params):\n    return {'loss': float(sum(ones(2)))}",
+             "type Params = dict\n" if sys.version_info < (3, 12) else "pass")
+    expected = None
+    for kernel in (False, True):
+        sandbox, loaded = load(write_notebook(tmp_path / "nb.ipynb", *cells), kernel=kernel)
+        with sandbox:
+            results = (loaded.problems, sandbox.call("bprop", 1).error,
+                       sandbox.call("fprop", 1, 2, 3, pick="loss").value)
+        expected = expected or results
+        assert results == expected
+    problems, bprop_error, loss = expected
+    assert problems[0] == ("cell 4 raised ZeroDivisionError: division by zero (cell 4, line 3 "
+                           "of nb.ipynb) (the functions defined in other cells were kept)")
+    assert bprop_error == "bprop raised KeyError: 'W' (cell 3, line 3 of nb.ipynb)"
+    assert loss == 2.0
+
+
+@needs_kernel
+def test_grader_in_kernel_mode_scores_a_notebook_with_a_runaway_training_cell(tmp_path: Path):
+    solution = (Path(__file__).resolve().parent.parent / "solutions" / "three_input.py").read_text()
+    submit = tmp_path / "erin"
+    submit.mkdir()
+    write_notebook(submit / "three_input.ipynb", solution,
+                   "import time\nfor epoch in range(10_000):\n    time.sleep(0.01)  # training demo")
+    out = tmp_path / "out"
+    grader = Path(__file__).resolve().parent.parent / "grader.py"
+    result = subprocess.run([sys.executable, str(grader), str(submit), "--out", str(out),
+                             "--kernel", "--timeout", "1", "--assignment", "three_input"],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    feedback = (out / "erin" / "feedback.md").read_text()
+    assert "**Total: 10 / 10**" in feedback
+    assert ("- cell 3 ran for more than 1 s and was stopped (the functions defined in other "
+            "cells were kept)\n") in feedback
+    assert "IPKernelApp" not in feedback and "WARNING" not in feedback
+    assert "What your code printed" not in feedback  # it printed nothing; nor did the kernel
