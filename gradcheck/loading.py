@@ -198,22 +198,6 @@ def describe_exception(exc: BaseException) -> str:
     return text + (f" ({where})" if where else "")
 
 
-def _not_defined(namespace: Mapping[str, Any], function: str) -> str:
-    root = namespace.get(_UNDEFINED, {}).get(function)
-    if root is None:
-        return f"{function} is not defined"
-    return f"{function} is not defined because {root.cause} before defining it"
-
-
-def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseException) -> str:
-    root = _root_cause(namespace, exc)
-    if root is None:
-        return f"{function} {describe_exception(exc)}"
-    where = _student_location(exc)
-    text = f"{function} raised NameError: {root.cause}, so `{getattr(exc, 'name', '')}` is undefined"
-    return text + (f" ({where})" if where else "")
-
-
 def _pick(function: str, value: Any, pick: str, seconds: float) -> Outcome:
     if not isinstance(value, Mapping):
         return Outcome(
@@ -242,6 +226,23 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {key: _resolve(item, store) for key, item in value.items()}
     return value
+
+
+def _not_defined(namespace: Mapping[str, Any], function: str) -> str:
+    root = namespace.get(_UNDEFINED, {}).get(function)
+    if root is None:
+        return f"{function} is not defined"
+    return f"{function} is not defined because {root.cause} before defining it"
+
+
+def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseException) -> str:
+    root = _root_cause(namespace, exc)
+    if root is None:
+        return f"{function} {describe_exception(exc)}"
+    where = _student_location(exc)
+    name = getattr(exc, "name", "")
+    text = f"{function} raised NameError: {root.cause}, so `{name}` is undefined"
+    return text + (f" ({where})" if where else "")
 
 
 def _student_location(exc: BaseException) -> str | None:
@@ -496,11 +497,12 @@ class _FailedCell:
         missing = _unique(self.tripped + [f for f in self.functions if f not in namespace])
         if not missing:
             return f"cell {self.number} {self.what}{_KEPT}"
+        names = _join([f"`{name}`" for name in missing])
         verb = "is" if len(missing) == 1 else "are"
-        text = f"cell {self.number} {self.what}, so {_join(f'`{n}`' for n in missing)} {verb} undefined"
+        text = f"cell {self.number} {self.what}, so {names} {verb} undefined"
         if self.followers:
             cells = "cell" if len(self.followers) == 1 else "cells"
-            text += f" and {cells} {_join(str(n) for n in self.followers)} failed too"
+            text += f" and {cells} {_join([str(n) for n in self.followers])} failed too"
         return text + _KEPT
 
 
@@ -536,8 +538,11 @@ class _CellLog:
 
     def unparsable(self, number: int, exc: SyntaxError | ValueError) -> None:
         what = f"cell {number} has a syntax error"
-        text = _syntax_error_message(what, exc) if isinstance(exc, SyntaxError) else f"{what}: {exc}"
-        self._entries.append(f"{text} (the cell was skipped)")
+        if isinstance(exc, SyntaxError):
+            what = _syntax_error_message(what, exc)
+        else:
+            what = f"{what}: {exc}"
+        self._entries.append(f"{what} (the cell was skipped)")
 
     def stopped(self, number: int, source: str, seconds: float) -> None:
         what = f"ran for more than {seconds:g} s and was stopped"
@@ -609,9 +614,8 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _join(items: Iterator[str] | list[str]) -> str:
+def _join(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
-    items = list(items)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -835,30 +839,33 @@ class KernelSession:
         return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
 
     def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None) -> None:
-        timed_out: dict[int, bool] = {}
-
-        def executed(cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
-            content = execute_reply.get("content", {})
-            timed_out[cell_index] = content.get("ename") == _TIMED_OUT["ename"]
-
-        self._client.on_cell_executed = executed
         for index, cell in enumerate(notebook.cells):
-            if index + 1 not in numbers:
-                continue
-            # Only the student's cells: the kernel's first import of gradcheck may be slow.
-            self._client.timeout = timeout
-            try:
-                with _quiet_warnings():
-                    self._client.execute_cell(cell, index)
-            finally:
-                self._client.timeout = None
-            _echo_outputs(cell)
-            if timed_out.get(index):
-                self._ask({"op": "stopped", "cell": index + 1, "seconds": timeout}, "the notebook")
-            elif _cell_errors(cell):
-                self._ask({"op": "failed", "cell": index + 1, "error": _cell_errors(cell)},
-                          "the notebook")
-        self._client.on_cell_executed = None
+            if index + 1 in numbers:
+                self._run_cell(cell, index, timeout)
+
+    def _run_cell(self, cell: Any, index: int, timeout: float | None) -> None:
+        from nbclient.exceptions import DeadKernelError
+
+        replies: list[Mapping[str, Any]] = []
+        self._client.on_cell_executed = lambda execute_reply, **_: replies.append(execute_reply)
+        # Only the student's cells are limited: the kernel's first import of gradcheck is slow.
+        self._client.timeout = timeout
+        try:
+            with _quiet_warnings():
+                self._client.execute_cell(cell, index)
+        except DeadKernelError:
+            raise LoadError(f"the Jupyter kernel died while running cell {index + 1} (out of "
+                            "memory, or the cell ended its own process)") from None
+        finally:
+            self._client.timeout = None
+            self._client.on_cell_executed = None
+        _echo_outputs(cell)
+        reply = replies[0].get("content", {}) if replies else {}
+        if reply.get("ename") == _TIMED_OUT["ename"]:
+            self._ask({"op": "stopped", "cell": index + 1, "seconds": timeout}, "the notebook")
+        elif _cell_errors(cell):
+            self._ask({"op": "failed", "cell": index + 1, "error": _cell_errors(cell)},
+                      "the notebook")
 
 
 def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
@@ -868,7 +875,9 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     (magics included). A cell still running after ``timeout`` is interrupted (as the stop
     button does) and the next cells run. Tracebacks name the notebook's cells ("cell 3,
     line 2 of nb.ipynb"). The kernel is a child of the calling process, so it inherits the
-    sandbox's limits and is killed with it; its own log lines never reach the student.
+    sandbox's limits and is killed with it; its own log lines never reach the student. A
+    cell that catches KeyboardInterrupt and runs on keeps the kernel busy: then only the
+    sandbox's limit on the whole load stops it (as with a bare ``except:`` in plain mode).
 
     Args:
         path: The ``.ipynb`` file.
@@ -900,7 +909,11 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     if not setup.ok:
         session.close()
         raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
-    session._run_cells(notebook, {number for number, _ in cells}, timeout)
+    try:
+        session._run_cells(notebook, {number for number, _ in cells}, timeout)
+    except LoadError:
+        session.close()
+        raise
     report = session._ask({"op": "report"}, "the notebook")
     value = report.value if report.ok and isinstance(report.value, dict) else {}
     session.names = tuple(value.get("names", ()))
@@ -919,14 +932,18 @@ def _start_kernel(client: Any, folder: Path) -> None:
         client.start_new_kernel(cwd=str(folder), stderr=subprocess.DEVNULL)
         client.start_new_kernel_client()
     except Exception as exc:  # noqa: BLE001 - jupyter_client raises many kinds
-        raise LoadError(f"the Jupyter kernel could not start: {_short(str(exc))}") from None
+        detail = _short(str(exc))
+        if "didn't respond" in detail:  # a busy grading machine, nothing in the notebook
+            detail = f"it did not answer within {client.startup_timeout:g} s"
+        raise LoadError(f"the Jupyter kernel could not start: {detail}") from None
 
 
 def _quiet_logger() -> Any:
     import logging
 
     logger = logging.getLogger("gradcheck.kernel")
-    logger.addHandler(logging.NullHandler())
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())  # else logging's last resort prints warnings
     logger.propagate = False  # nbclient's "Timeout waiting for execute reply" is ours to word
     return logger
 

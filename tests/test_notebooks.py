@@ -239,8 +239,8 @@ def test_grader_in_kernel_mode_scores_a_notebook_with_a_runaway_training_cell(tm
     solution = (Path(__file__).resolve().parent.parent / "solutions" / "three_input.py").read_text()
     submit = tmp_path / "erin"
     submit.mkdir()
-    write_notebook(submit / "three_input.ipynb", solution,
-                   "import time\nfor epoch in range(10_000):\n    time.sleep(0.01)  # training demo")
+    training = "import time\nfor epoch in range(10_000):\n    time.sleep(0.01)  # demo"
+    write_notebook(submit / "three_input.ipynb", solution, training)
     out = tmp_path / "out"
     grader = Path(__file__).resolve().parent.parent / "grader.py"
     result = subprocess.run([sys.executable, str(grader), str(submit), "--out", str(out),
@@ -253,3 +253,14 @@ def test_grader_in_kernel_mode_scores_a_notebook_with_a_runaway_training_cell(tm
             "cells were kept)\n") in feedback
     assert "IPKernelApp" not in feedback and "WARNING" not in feedback
     assert "What your code printed" not in feedback  # it printed nothing; nor did the kernel
+
+
+@needs_kernel
+def test_kernel_mode_says_which_cell_killed_the_kernel(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", "def fprop(x, y, p):\n    pass",
+                          "import os\nos._exit(3)")
+    sandbox, loaded = load(path, kernel=True)
+    with sandbox:
+        assert not loaded.ok
+        assert loaded.error == ("the Jupyter kernel died while running cell 3 (out of memory, "
+                                "or the cell ended its own process)")
