@@ -14,10 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import __future__
+import ast
 import builtins
 import contextlib
+import functools
 import importlib.util
 import linecache
+import operator
 import re
 import signal
 import sys
@@ -26,7 +30,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +163,7 @@ def invoke(
     """
     target = namespace.get(function)
     if target is None:
-        return Outcome(False, error=f"{function} is not defined")
+        return Outcome(False, error=_not_defined(namespace, function))
     if not callable(target):
         return Outcome(False, error=f"{function} is a {type(target).__name__}, not a function")
     try:
@@ -171,7 +175,7 @@ def invoke(
         value = target(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
-        return Outcome(False, error=f"{function} {describe_exception(exc)}", seconds=seconds)
+        return Outcome(False, error=_call_failure(namespace, function, exc), seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
         store[keep] = value
@@ -239,6 +243,23 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {key: _resolve(item, store) for key, item in value.items()}
     return value
+
+
+def _not_defined(namespace: Mapping[str, Any], function: str) -> str:
+    root = namespace.get(_UNDEFINED, {}).get(function)
+    if root is None:
+        return f"{function} is not defined"
+    return f"{function} is not defined because {root.cause} before defining it"
+
+
+def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseException) -> str:
+    root = _root_cause(namespace, exc)
+    if root is None:
+        return f"{function} {describe_exception(exc)}"
+    where = _student_location(exc)
+    name = getattr(exc, "name", "")
+    text = f"{function} raised NameError: {root.cause}, so `{name}` is undefined"
+    return text + (f" ({where})" if where else "")
 
 
 def _student_location(exc: BaseException) -> str | None:
@@ -315,9 +336,53 @@ def _compile(source: str, filename: str, what: str) -> types.CodeType:
     try:
         return compile(source, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise LoadError(f"{what} on line {exc.lineno}: {exc.msg}") from None
+        raise LoadError(_syntax_error_message(what, exc)) from None
     except ValueError as exc:  # null bytes in the source
         raise LoadError(f"{what}: {exc}") from None
+
+
+def _syntax_error_message(what: str, exc: SyntaxError) -> str:
+    """Describe a syntax error, saying when the line looks valid in a newer Python.
+
+    Returns text such as ``"cell 5 has a syntax error on line 3: invalid syntax; this code
+    may need Python 3.12 or newer (the grader runs Python 3.11)"``.
+    """
+    text = f"{what} on line {exc.lineno}: {exc.msg}"
+    needed = _newer_python_needed(exc)
+    if needed is None:
+        return text
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return (text + f"; this code may need Python {needed[0]}.{needed[1]} or newer "
+            f"(the grader runs Python {running})")
+
+
+# Syntax that a newer Python accepts, recognised on the line a SyntaxError points at (or by
+# the older compiler's message). Heuristics, hence "may need" in the message.
+_FSTRING_OPEN = r"(?<![\w'\"])[rR]?[fF][rR]?"
+_NEWER_SYNTAX: tuple[tuple[tuple[int, int], re.Pattern[str]], ...] = (
+    ((3, 10), re.compile(r"^\s*match\s+[^=]+:\s*(#.*)?$")),  # structural pattern matching
+    ((3, 10), re.compile(r"^\s*case\s+.+:\s*(#.*)?$")),
+    ((3, 11), re.compile(r"^\s*except\s*\*")),  # exception groups
+    ((3, 12), re.compile(r"^\s*type\s+[A-Za-z_]\w*\s*(\[.*\])?\s*=")),  # PEP 695 alias
+    ((3, 12), re.compile(r"^\s*(async\s+)?(def|class)\s+[A-Za-z_]\w*\s*\[")),  # PEP 695 generics
+    # PEP 701: the f-string's own quote inside its braces: f"{row["loss"]}"
+    ((3, 12), re.compile(_FSTRING_OPEN + r"""(?P<q>['"])[^'"\n]*\{[^}'"\n]*(?P=q)""")),
+    ((3, 14), re.compile(r"^\s*except\s+[^\s(:*][^:()]*,[^:()]*:")),  # PEP 758 except A, B:
+    ((3, 14), re.compile(r"""(?<![\w'"])[tT][rR]?['"]""")),  # PEP 750 template strings
+)
+_NEWER_SYNTAX_MESSAGES: tuple[tuple[tuple[int, int], str], ...] = (
+    ((3, 12), "f-string expression part cannot include a backslash"),
+    ((3, 12), "f-string expression part cannot include '#'"),
+    ((3, 14), "multiple exception types must be parenthesized"),
+)
+
+
+def _newer_python_needed(exc: SyntaxError) -> tuple[int, int] | None:
+    line, message = exc.text or "", exc.msg or ""
+    found = [version for version, pattern in _NEWER_SYNTAX if pattern.search(line)]
+    found += [version for version, text in _NEWER_SYNTAX_MESSAGES if text in message]
+    newer = [version for version in found if sys.version_info[:2] < version]
+    return min(newer) if newer else None
 
 
 # --- notebooks ------------------------------------------------------------------------------
@@ -338,13 +403,13 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
         "display": _display,
     }
     shell.user_ns = namespace
-    problems: list[str] = []
-    transform = _transformer()
+    log = _CellLog(path.name, namespace)
+    transform, compiler = _transformer(), _CellCompiler()
     for number, source in cells:
         shell.cell = number
-        _run_cell(path.name, number, transform(source, shell), namespace, problems, cell_timeout)
-        problems.extend(shell.take_notes())
-    return Loaded(namespace, tuple(problems))
+        _run_cell(path.name, number, transform(source, shell), log, compiler, cell_timeout)
+        log.notes(shell.take_notes())
+    return Loaded(namespace, log.problems())
 
 
 def _code_cells(path: Path) -> list[tuple[int, str]]:
@@ -375,26 +440,200 @@ def _cell_source(cell: Mapping[str, Any]) -> str:
 
 
 def _run_cell(
-    notebook: str, number: int, source: str, namespace: dict[str, Any], problems: list[str],
+    notebook: str, number: int, source: str, log: _CellLog, compiler: _CellCompiler,
     timeout: float | None = None,
 ) -> None:
     filename = f"{notebook} cell {number}"
     # Registered so that tracebacks (and the student's own) can show the cell's lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
-        code = _compile(source, filename, f"cell {number} has a syntax error")
-    except LoadError as exc:
-        problems.append(f"{exc} (the cell was skipped)")
+        code = compiler(source, filename)
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes in the source
+        log.unparsable(number, exc)
         return
     try:
         with _time_limit(timeout):
-            exec(code, namespace)
+            exec(code, log.namespace)
     except CellTimeout:
-        problems.append(f"cell {number} ran for more than {timeout:g} s and was stopped (the "
-                        "functions defined in other cells were kept)")
+        log.stopped(number, source, timeout or 0.0)
     except BaseException as exc:  # noqa: BLE001 - one failing demo cell must not stop the load
-        what = describe_exception(exc)
-        problems.append(f"cell {number} {what} (the functions defined in other cells were kept)")
+        log.failed(number, source, exc)
+
+
+# Every compiler flag a `from __future__ import` can set (IPython's PyCF_MASK).
+_FUTURE_FLAGS = functools.reduce(
+    operator.or_, (getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+)
+
+
+class _CellCompiler:
+    """Compile notebook cells as IPython does with ``from __future__`` imports.
+
+    IPython compiles a cell statement by statement, so a future import below a magic or
+    another statement works there, and its flag holds in every later cell.
+    """
+
+    def __init__(self) -> None:
+        self.flags = 0
+
+    def __call__(self, source: str, filename: str) -> types.CodeType:
+        tree = ast.parse(source, filename)
+        futures = [node for node in tree.body if _is_future_import(node)]
+        # Moved first (line numbers kept): the only place the compiler accepts them.
+        tree.body = futures + [node for node in tree.body if not _is_future_import(node)]
+        code = compile(tree, filename, "exec", flags=self.flags, dont_inherit=True)
+        self.flags |= code.co_flags & _FUTURE_FLAGS
+        return code
+
+
+def _is_future_import(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.module == "__future__"
+
+
+_UNDEFINED = "__gradcheck_undefined__"
+_KEPT = " (the functions defined in other cells were kept)"
+
+
+@dataclass
+class _FailedCell:
+    """A cell that stopped early, and what went missing because of it."""
+
+    number: int
+    what: str
+    """How it failed, after "cell N": ``"raised KeyError: 'a' (cell 2, line 3 of nb.ipynb)"``."""
+    cause: str
+    """The root cause in brief: ``"cell 2 failed (ModuleNotFoundError: No module named 'u')"``."""
+    tripped: list[str] = field(default_factory=list)
+    """Undefined names that later cells stumbled on."""
+    functions: list[str] = field(default_factory=list)
+    """Functions and classes the cell (or a cell failing because of it) never defined."""
+    followers: list[int] = field(default_factory=list)
+    """Later cells that failed only because of this one."""
+
+    def problem(self, namespace: Mapping[str, Any]) -> str:
+        missing = _unique(self.tripped + [f for f in self.functions if f not in namespace])
+        if not missing:
+            return f"cell {self.number} {self.what}{_KEPT}"
+        names = _join([f"`{name}`" for name in missing])
+        verb = "is" if len(missing) == 1 else "are"
+        text = f"cell {self.number} {self.what}, so {names} {verb} undefined"
+        if self.followers:
+            cells = "cell" if len(self.followers) == 1 else "cells"
+            text += f" and {cells} {_join([str(n) for n in self.followers])} failed too"
+        return text + _KEPT
+
+
+class _CellLog:
+    """The problems of a notebook's cells, a cascade of NameErrors told as its root cause.
+
+    A cell that fails (a missing helper module, a data file) leaves the names it would have
+    bound undefined; later cells and the grader's calls then fail with NameErrors that say
+    nothing of why. Those names are mapped to the failed cell in ``namespace[_UNDEFINED]``,
+    where :func:`invoke` looks too.
+    """
+
+    def __init__(self, notebook: str, namespace: dict[str, Any]) -> None:
+        self.notebook = notebook
+        self.namespace = namespace
+        self._undefined: dict[str, _FailedCell] = namespace.setdefault(_UNDEFINED, {})
+        self._entries: list[str | _FailedCell] = []
+
+    def notes(self, texts: list[str]) -> None:
+        self._entries.extend(texts)
+
+    def failed(self, number: int, source: str, exc: BaseException) -> None:
+        root = _root_cause(self.namespace, exc)
+        if root is None:
+            message = _short(_safe_str(exc))
+            cause = f"cell {number} failed ({type(exc).__name__}" + (
+                f": {message})" if message else ")")
+            self._new_root(number, source, describe_exception(exc), cause)
+            return
+        root.tripped.append(str(getattr(exc, "name", "")))
+        root.followers.append(number)
+        self._leave_undefined(root, source)
+
+    def unparsable(self, number: int, exc: SyntaxError | ValueError) -> None:
+        what = f"cell {number} has a syntax error"
+        if isinstance(exc, SyntaxError):
+            what = _syntax_error_message(what, exc)
+        else:
+            what = f"{what}: {exc}"
+        self._entries.append(f"{what} (the cell was skipped)")
+
+    def stopped(self, number: int, source: str, seconds: float) -> None:
+        what = f"ran for more than {seconds:g} s and was stopped"
+        self._new_root(number, source, what, f"cell {number} was stopped after {seconds:g} s")
+
+    def problems(self) -> tuple[str, ...]:
+        return tuple(entry if isinstance(entry, str) else entry.problem(self.namespace)
+                     for entry in self._entries)
+
+    def _new_root(self, number: int, source: str, what: str, cause: str) -> None:
+        root = _FailedCell(number, what, cause)
+        self._entries.append(root)
+        self._leave_undefined(root, source)
+
+    def _leave_undefined(self, root: _FailedCell, source: str) -> None:
+        tree = _parse_quietly(source)
+        for name in _bound_names(tree) - self.namespace.keys():
+            self._undefined[name] = root
+        root.functions += [name for name in _defined_functions(tree) if name not in self.namespace]
+
+
+def _root_cause(namespace: Mapping[str, Any], exc: BaseException) -> _FailedCell | None:
+    """The failed cell that left undefined the name this NameError is about, if any."""
+    name = getattr(exc, "name", None)
+    if type(exc) is not NameError or not isinstance(name, str) or name in namespace:
+        return None
+    return namespace.get(_UNDEFINED, {}).get(name)
+
+
+def _parse_quietly(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ast.Module(body=[], type_ignores=[])
+
+
+_OWN_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+               ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _cell_scope(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes that run in the notebook's namespace (not inside a function, class, ...)."""
+    for node in ast.iter_child_nodes(tree):
+        yield node
+        if not isinstance(node, _OWN_SCOPES):
+            yield from _cell_scope(node)
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names a cell binds in the notebook's namespace."""
+    names: set[str] = set()
+    for node in _cell_scope(tree):
+        if isinstance(node, _DEFINITIONS):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0]
+                         for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def _defined_functions(tree: ast.AST) -> list[str]:
+    return [node.name for node in _cell_scope(tree) if isinstance(node, _DEFINITIONS)]
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _join(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class CellTimeout(BaseException):
@@ -475,7 +714,28 @@ class _ShellStub:
         return notes
 
     def run_line_magic(self, name: str, line: str, *_args: Any, **_kwargs: Any) -> None:
-        self.note(f"skipped magic %{name} {line}".rstrip())
+        if name == "pylab":
+            self._pylab(line)
+        else:
+            self.note(f"skipped magic %{name} {line}".rstrip())
+
+    def _pylab(self, line: str) -> None:
+        # What IPython's import_pylab does, on the non-interactive Agg backend (plots are
+        # drawn and discarded); old course notebooks rely on its bare names (linspace, plot).
+        star = "--no-import-all" not in line.split()
+        exec("import numpy\nnp = numpy\n", self.user_ns)
+        try:
+            import matplotlib
+        except ImportError:
+            self.note("%pylab gave the numpy names only: matplotlib is not installed")
+            if star:
+                exec("from numpy import *\n", self.user_ns)
+            return
+        matplotlib.use("Agg")
+        exec("import matplotlib\nfrom matplotlib import pylab, mlab, pyplot\nplt = pyplot\n",
+             self.user_ns)
+        if star:
+            exec("from matplotlib.pylab import *\nfrom numpy import *\n", self.user_ns)
 
     def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
         if name in _RUN_BODY_MAGICS:
@@ -522,36 +782,38 @@ _KERNEL_CALL = """\
 def __gradcheck_call(request, reply):
     import pathlib
     from gradcheck import loading, wire
-    r = wire.decode(pathlib.Path(request).read_bytes())
-    store = globals().setdefault("__gradcheck_store__", {})
-    if r["function"] == "__gradcheck_names__":
-        o = loading.Outcome(True, list(loading.defined_callables(globals())))
-    else:
-        o = loading.invoke(globals(), store, r["function"], tuple(r["args"]), r["kwargs"],
-                           keep=r["keep"], pick=r["pick"])
+    o = loading._kernel_request(globals(), wire.decode(pathlib.Path(request).read_bytes()))
     answer = {"ok": o.ok, "value": o.value, "error": o.error, "seconds": o.seconds}
     pathlib.Path(reply).write_bytes(wire.encode(answer))
 __gradcheck_call(%r, %r)
 del __gradcheck_call
 """
+_KERNEL_LOG = "__gradcheck_log__"
+_KERNEL_STORE = "__gradcheck_store__"
+# The reply nbclient gives for a cell it interrupted after the per-cell time limit.
+_TIMED_OUT = {"ename": "CellTimeout", "evalue": "", "traceback": []}
 
 
 class KernelSession:
     """A notebook executed in a real Jupyter kernel, whose functions can then be called.
 
     Arguments and results travel through files in the notebook's (scratch) folder, encoded
-    with :mod:`gradcheck.wire`; a small trusted snippet run in the kernel decodes them, calls
-    the function through :func:`invoke` and writes the outcome back.
+    with :mod:`gradcheck.wire`; a small trusted snippet run in the kernel decodes them and
+    answers through :func:`_kernel_request` (a call goes through :func:`invoke`).
 
     Attributes:
         names: The callables the notebook defined.
-        problems: One note per cell that raised.
+        problems: What went wrong in the cells, worded as in plain mode.
     """
 
     def __init__(self, client: Any, folder: Path, names: tuple[str, ...], problems: tuple[str, ...]):
         self._client = client
         self._folder = folder
         self._calls = 0
+        # nbclient stores every cell it ran back into its notebook at the index given; the
+        # snippets' own index keeps the student's cells as they were.
+        client.nb.cells.append(_new_code_cell(""))
+        self._scratch = len(client.nb.cells) - 1
         self.names = names
         self.problems = problems
 
@@ -565,23 +827,8 @@ class KernelSession:
         pick: str | int | None = None,
     ) -> Outcome:
         """Call a function defined in the kernel (see :func:`invoke` for the arguments)."""
-        from gradcheck import wire
-
-        self._calls += 1
-        request = self._folder / f".gradcheck-call-{self._calls}.in"
-        reply = self._folder / f".gradcheck-call-{self._calls}.out"
-        message = {"function": function, "args": list(args), "kwargs": dict(kwargs),
-                   "keep": keep, "pick": pick}
-        request.write_bytes(wire.encode(message, strict=True))
-        cell = _new_code_cell(_KERNEL_CALL % (str(request), str(reply)))
-        self._client.execute_cell(cell, 0, store_history=False)
-        request.unlink(missing_ok=True)
-        if not reply.is_file():
-            errors = _cell_errors(cell)
-            return Outcome(False, error=f"{function} could not be called in the kernel: {errors}")
-        answer = wire.decode(reply.read_bytes())
-        reply.unlink(missing_ok=True)
-        return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
+        return self._ask({"op": "call", "function": function, "args": list(args),
+                          "kwargs": dict(kwargs), "keep": keep, "pick": pick}, function)
 
     def close(self) -> None:
         """Shut the kernel down."""
@@ -590,17 +837,69 @@ class KernelSession:
         except Exception:  # noqa: BLE001 - the sandbox kills the kernel's process tree anyway
             pass
 
+    def _ask(self, message: dict[str, Any], what: str) -> Outcome:
+        from gradcheck import wire
+
+        self._calls += 1
+        request = self._folder / f".gradcheck-call-{self._calls}.in"
+        reply = self._folder / f".gradcheck-call-{self._calls}.out"
+        request.write_bytes(wire.encode(message, strict=True))
+        cell = _new_code_cell(_KERNEL_CALL % (str(request), str(reply)))
+        with _quiet_warnings():
+            self._client.execute_cell(cell, self._scratch, store_history=False)
+        request.unlink(missing_ok=True)
+        if not reply.is_file():
+            errors = _cell_errors(cell)
+            return Outcome(False, error=f"{what} could not be called in the kernel: {errors}")
+        answer = wire.decode(reply.read_bytes())
+        reply.unlink(missing_ok=True)
+        return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
+
+    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None) -> None:
+        for index, cell in enumerate(notebook.cells):
+            if index + 1 in numbers:
+                self._run_cell(cell, index, timeout)
+
+    def _run_cell(self, cell: Any, index: int, timeout: float | None) -> None:
+        from nbclient.exceptions import DeadKernelError
+
+        replies: list[Mapping[str, Any]] = []
+        self._client.on_cell_executed = lambda execute_reply, **_: replies.append(execute_reply)
+        # Only the student's cells are limited: the kernel's first import of gradcheck is slow.
+        self._client.timeout = timeout
+        try:
+            with _quiet_warnings():
+                self._client.execute_cell(cell, index)
+        except DeadKernelError:
+            raise LoadError(f"the Jupyter kernel died while running cell {index + 1} (out of "
+                            "memory, or the cell ended its own process)") from None
+        finally:
+            self._client.timeout = None
+            self._client.on_cell_executed = None
+        _echo_outputs(cell)
+        reply = replies[0].get("content", {}) if replies else {}
+        if reply.get("ename") == _TIMED_OUT["ename"]:
+            self._ask({"op": "stopped", "cell": index + 1, "seconds": timeout}, "the notebook")
+        elif _cell_errors(cell):
+            self._ask({"op": "failed", "cell": index + 1, "error": _cell_errors(cell)},
+                      "the notebook")
+
 
 def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
     """Execute a notebook in a Jupyter kernel (``--kernel`` mode), keeping the kernel alive.
 
     Every code cell runs in order with ``allow_errors=True``, exactly as Jupyter would run it
-    (magics included). The kernel is a child of the calling process, so it inherits the
-    sandbox's limits and is killed with it.
+    (magics included). A cell still running after ``timeout`` is interrupted (as the stop
+    button does) and the next cells run. Tracebacks name the notebook's cells ("cell 3,
+    line 2 of nb.ipynb"). The kernel is a child of the calling process, so it inherits the
+    sandbox's limits and is killed with it; its own log lines never reach the student. A
+    cell that catches KeyboardInterrupt and runs on keeps the kernel busy: then only the
+    sandbox's limit on the whole load stops it (as with a bare ``except:`` in plain mode).
 
     Args:
         path: The ``.ipynb`` file.
-        timeout: Per-cell time limit in seconds (None: no limit; the sandbox enforces one).
+        timeout: Per-cell time limit in seconds while loading (None: no limit; the sandbox
+            enforces one on the whole load). Calls afterwards are limited by the sandbox.
 
     Returns:
         A session whose :meth:`KernelSession.call` invokes the notebook's functions.
@@ -611,34 +910,122 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     """
     path = Path(path).resolve()
     client_class = _kernel_client_class()
-    _code_cells(path)  # the same validation and messages as the in-process loader
+    cells = _code_cells(path)  # the same validation and messages as the in-process loader
     import nbformat
 
     notebook = nbformat.read(str(path), as_version=4)
     client = client_class(
-        notebook, timeout=timeout, allow_errors=True, kernel_name="python3",
+        notebook, timeout=None, allow_errors=True, kernel_name="python3",
+        interrupt_on_timeout=True, error_on_timeout=_TIMED_OUT, log=_quiet_logger(),
         resources={"metadata": {"path": str(path.parent)}},
     )
+    _start_kernel(client, path.parent)
+    session = KernelSession(client, path.parent, (), ())
+    setup = session._ask({"op": "setup", "notebook": path.name, "root": str(path.parent),
+                          "cells": [list(cell) for cell in cells]}, "the notebook")
+    if not setup.ok:
+        session.close()
+        raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
+    try:
+        session._run_cells(notebook, {number for number, _ in cells}, timeout)
+    except LoadError:
+        session.close()
+        raise
+    report = session._ask({"op": "report"}, "the notebook")
+    value = report.value if report.ok and isinstance(report.value, dict) else {}
+    session.names = tuple(value.get("names", ()))
+    session.problems = tuple(value.get("problems", ()))
+    return session
+
+
+def _start_kernel(client: Any, folder: Path) -> None:
+    import subprocess
+
     try:
         client.km = client.create_kernel_manager()
-        client.start_new_kernel(cwd=str(path.parent))
+        client.km.log = client.log
+        # The kernel's stderr carries its own warnings (TCP without encryption, the
+        # debugger's frozen modules), not the student's: their prints travel as messages.
+        client.start_new_kernel(cwd=str(folder), stderr=subprocess.DEVNULL)
         client.start_new_kernel_client()
     except Exception as exc:  # noqa: BLE001 - jupyter_client raises many kinds
-        raise LoadError(f"the Jupyter kernel could not start: {_short(str(exc))}") from None
-    problems = []
-    for index, cell in enumerate(notebook.cells):
-        if cell.get("cell_type") != "code":
-            continue
-        client.execute_cell(cell, index)
-        _echo_outputs(cell)
-        errors = _cell_errors(cell)
-        if errors:
-            problems.append(f"cell {index + 1} raised {errors} "
-                            "(the functions defined in other cells were kept)")
-    session = KernelSession(client, path.parent, (), tuple(problems))
-    names = session.call("__gradcheck_names__", (), {})
-    session.names = tuple(names.value) if names.ok and isinstance(names.value, list) else ()
-    return session
+        detail = _short(str(exc))
+        if "didn't respond" in detail:  # a busy grading machine, nothing in the notebook
+            detail = f"it did not answer within {client.startup_timeout:g} s"
+        raise LoadError(f"the Jupyter kernel could not start: {detail}") from None
+
+
+def _quiet_logger() -> Any:
+    import logging
+
+    logger = logging.getLogger("gradcheck.kernel")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())  # else logging's last resort prints warnings
+    logger.propagate = False  # nbclient's "Timeout waiting for execute reply" is ours to word
+    return logger
+
+
+@contextlib.contextmanager
+def _quiet_warnings() -> Iterator[None]:
+    # jupyter_client's own warnings (deprecations, zmq) would land in the student's output.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Outcome:
+    """Answer one request of :class:`KernelSession`; runs INSIDE the kernel."""
+    op = request["op"]
+    if op == "call":
+        store = namespace.setdefault(_KERNEL_STORE, {})
+        return invoke(namespace, store, request["function"], tuple(request["args"]),
+                      request["kwargs"], keep=request["keep"], pick=request["pick"])
+    if op == "setup":
+        _kernel_setup(namespace, request["notebook"], request["root"], request["cells"])
+        return Outcome(True)
+    log: _CellLog = namespace[_KERNEL_LOG]
+    if op == "report":
+        return Outcome(True, {"names": list(defined_callables(namespace)),
+                              "problems": list(log.problems())})
+    number = int(request["cell"])
+    source = "".join(linecache.getlines(f"{log.notebook} cell {number}"))
+    if op == "stopped":
+        log.stopped(number, source, float(request["seconds"]))
+        return Outcome(True)
+    exc = getattr(sys, "last_value", None)
+    if isinstance(exc, SyntaxError) and exc.filename == f"{log.notebook} cell {number}":
+        log.unparsable(number, exc)  # the cell itself, not a module it imports
+    elif isinstance(exc, BaseException):
+        log.failed(number, source, exc)
+    else:
+        log.notes([f"cell {number} raised {request['error']}{_KEPT}"])
+    sys.last_value = None  # a later cell's failure must not be read as this one's
+    return Outcome(True)
+
+
+def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
+                  cells: list[list[Any]]) -> None:
+    """Name each cell's code after its place in the notebook, as plain mode does."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    waiting: dict[str, list[int]] = {}
+    for number, source in cells:
+        waiting.setdefault(source, []).append(int(number))
+    original = shell.compile.get_code_name
+
+    def get_code_name(raw_code: str, transformed_code: str, number: int) -> str:
+        # ipykernel names a cell after a hash of its text (/tmp/ipykernel_12/3456.py).
+        numbers = waiting.get(raw_code)
+        if numbers:
+            return f"{notebook} cell {numbers.pop(0)}"
+        return original(raw_code, transformed_code, number)
+
+    shell.compile.get_code_name = get_code_name
+    _STUDENT_ROOTS.append(root)
+    namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
 
 
 def _kernel_client_class() -> Any:

@@ -181,3 +181,19 @@ def test_notebook_cells_run_in_main_as_in_jupyter(tmp_path):
     cells = [nbformat.v4.new_code_cell('if __name__ == "__main__":\n    def fprop(x, y, params):\n        return {"loss": 0.0}')]
     nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "two_hidden.ipynb")
     assert "fprop" in load_submission(tmp_path / "two_hidden.ipynb").namespace
+
+
+def test_pylab_uses_agg_and_without_matplotlib_still_gives_numpy_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("pdf")
+    loaded = load_submission(write_notebook(tmp_path / "nb_pylab.ipynb", "%pylab inline"))
+    assert matplotlib.get_backend().lower() == "agg"
+    assert loaded.namespace["plot"] is loaded.namespace["plt"].plot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    loaded = load_submission(write_notebook(tmp_path / "nb_bare.ipynb", "%pylab inline"))
+    assert loaded.namespace["linspace"] is np.linspace and loaded.namespace["np"] is np
+    assert "plt" not in loaded.namespace
+    assert loaded.problems == ("cell 2: %pylab gave the numpy names only: matplotlib is not "
+                               "installed",)

@@ -1,0 +1,266 @@
+"""Real notebooks as students write them, loaded in the sandbox's child process.
+
+Each notebook is written with nbformat and loaded by a real child (plain mode, or a real
+Jupyter kernel with ``kernel=True``); the sentences students read are asserted exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from gradcheck.isolation import Limits, Sandbox
+
+RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
+LIMITS = Limits(call_timeout=20, memory_mb=2048)
+needs_kernel = pytest.mark.skipif(
+    importlib.util.find_spec("ipykernel") is None or importlib.util.find_spec("nbclient") is None,
+    reason="needs ipykernel and nbclient",
+)
+
+# Three cells as in a Coursera-style notebook: the helpers come from a module the student
+# had next to the notebook but did not submit.
+IMPORTS = "import numpy as np\nfrom planar_utils import sigmoid, load_planar_dataset"
+MODEL = """\
+def fprop(x, y, params):
+    a = sigmoid(params["W"] @ x)
+    return {"loss": float(np.sum((a - y) ** 2)), "a": a}
+
+def update(params, grads, lr):
+    return {k: params[k] - lr * grads[k] for k in params}
+"""
+DEMO = "X, Y = load_planar_dataset()"
+PLOT = "print(X.shape)"
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A notebook whose first cell is markdown, so code cell N is notebook cell N + 1."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# Homework")]
+    notebook.cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def load(path: Path, *, kernel: bool = False, limits: Limits = LIMITS):
+    sandbox = Sandbox(path, limits=limits, kernel=kernel)
+    return sandbox, sandbox.load()
+
+
+def test_pylab_inline_gives_numpy_and_pyplot_names(tmp_path: Path) -> None:
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "%pylab inline",
+        "def fprop(x, y, params):\n"
+        "    plot(linspace(0, 1, 3)); plt.close('all')\n"
+        "    return {'loss': float(sum(exp(np.zeros(2))))}\n"
+        "def backend():\n    return matplotlib.get_backend()",
+    )
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert loaded.ok and loaded.problems == ()
+        assert sandbox.call("fprop", 1, 2, 3, pick="loss").value == 2.0
+        assert sandbox.call("backend").value.lower() == "agg"
+
+
+def test_a_future_import_below_a_magic_holds_in_later_cells(tmp_path: Path) -> None:
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "import numpy as np",
+        "%matplotlib inline\nfrom __future__ import annotations\n"
+        "def fprop(x, y, params: Params) -> Cache:\n    return {'loss': 1.0}",
+        "def update(params: Params, grads, lr):\n    return params",
+    )
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert loaded.ok
+        assert loaded.problems == ("cell 3: skipped magic %matplotlib inline",)
+        assert {"fprop", "update"} <= set(loaded.names)
+
+
+NEWER_SYNTAX = [
+    ("match", (3, 10), "match cache:\n    case {'loss': loss}:\n        pass"),
+    ("except-star", (3, 11), "try:\n    pass\nexcept* ValueError:\n    pass"),
+    ("type-alias", (3, 12), "type Params = dict[str, float]"),
+    ("generic-def", (3, 12), "def first[T](items: list[T]) -> T:\n    return items[0]"),
+    ("fstring-quotes", (3, 12), "cache = {'loss': 1}\nprint(f'{cache['loss']}')"),
+    ("fstring-backslash", (3, 12), "names = ['a']\nprint(f'{\"\\n\".join(names)}')"),
+    ("except-comma", (3, 14), "try:\n    pass\nexcept ValueError, TypeError:\n    pass"),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "source"),
+    [pytest.param(version, source, id=name,
+                  marks=pytest.mark.skipif(sys.version_info[:2] >= version,
+                                           reason=f"valid syntax on Python {RUNNING}"))
+     for name, version, source in NEWER_SYNTAX],
+)
+def test_syntax_of_a_newer_python_says_so(tmp_path: Path, version: tuple[int, int],
+                                          source: str) -> None:
+    source = "import numpy as np\n\n" + source  # the faulty statement is not on line 1
+    path = write_notebook(tmp_path / "nb.ipynb", "x = 1", source, "def fprop(x, y, p):\n  pass")
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert loaded.ok and "fprop" in loaded.names
+        (problem,) = loaded.problems
+        needed = f"{version[0]}.{version[1]}"
+        assert problem.startswith("cell 3 has a syntax error on line ")
+        assert problem.endswith(f"; this code may need Python {needed} or newer "
+                                f"(the grader runs Python {RUNNING}) (the cell was skipped)")
+
+
+def test_an_ordinary_syntax_error_names_no_python_version(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", "def fprop(x, y, p):\n    return {'loss': (1}")
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert loaded.problems == ("cell 2 has a syntax error on line 2: closing parenthesis "
+                                   "'}' does not match opening parenthesis '(' (the cell was "
+                                   "skipped)",)
+
+
+def test_a_module_in_newer_syntax_says_so(tmp_path: Path) -> None:
+    if sys.version_info >= (3, 12):
+        pytest.skip(f"valid syntax on Python {RUNNING}")
+    path = tmp_path / "two_hidden.py"
+    path.write_text("import numpy as np\ntype Params = dict[str, np.ndarray]\n")
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert not loaded.ok
+        assert loaded.error == ("two_hidden.py has a syntax error on line 2: invalid syntax; "
+                                "this code may need Python 3.12 or newer "
+                                f"(the grader runs Python {RUNNING})")
+
+
+BOTH_MODES = pytest.mark.parametrize(
+    "kernel", [False, pytest.param(True, marks=needs_kernel)], ids=["plain", "kernel"])
+
+
+@BOTH_MODES
+def test_a_failed_import_cell_is_the_one_root_cause_of_the_name_errors(
+    tmp_path: Path, kernel: bool
+) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", IMPORTS, MODEL, DEMO, PLOT,
+                          "def bprop(cache):\n    return {'W': cache['a']}")
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        assert loaded.problems == (
+            "cell 2 raised ModuleNotFoundError: No module named 'planar_utils' (cell 2, line 2 "
+            "of nb.ipynb), so `load_planar_dataset` and `X` are undefined and cells 4 and 5 "
+            "failed too (the functions defined in other cells were kept)",
+        )
+        call = sandbox.call("fprop", np.ones((2, 1)), np.ones((1, 1)), {"W": np.ones((1, 2))})
+        assert call.error == (
+            "fprop raised NameError: cell 2 failed (ModuleNotFoundError: No module named "
+            "'planar_utils'), so `sigmoid` is undefined (cell 3, line 2 of nb.ipynb)")
+        assert sandbox.call("bprop", {"a": 1.0}).ok
+
+
+@BOTH_MODES
+def test_functions_a_failed_cell_never_defined_are_named_by_its_cause(
+    tmp_path: Path, kernel: bool
+) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", IMPORTS + "\n\n" + MODEL)
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        assert loaded.problems == (
+            "cell 2 raised ModuleNotFoundError: No module named 'planar_utils' (cell 2, line 2 "
+            "of nb.ipynb), so `fprop` and `update` are undefined (the functions defined in "
+            "other cells were kept)",
+        )
+        assert sandbox.call("fprop", 1, 2, 3).error == (
+            "fprop is not defined because cell 2 failed (ModuleNotFoundError: No module named "
+            "'planar_utils') before defining it")
+
+
+def test_a_name_defined_again_later_is_not_blamed_on_the_failed_cell(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", IMPORTS, MODEL,
+                          "def sigmoid(z):\n    return 1 / (1 + np.exp(-z))", "print(undefined)")
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert loaded.problems[0] == (
+            "cell 2 raised ModuleNotFoundError: No module named 'planar_utils' (cell 2, line 2 "
+            "of nb.ipynb) (the functions defined in other cells were kept)")
+        assert loaded.problems[1] == (
+            "cell 5 raised NameError: name 'undefined' is not defined (cell 5, line 1 of "
+            "nb.ipynb) (the functions defined in other cells were kept)")
+        call = sandbox.call("fprop", np.ones((2, 1)), np.ones((1, 1)), {"W": np.ones((1, 2))},
+                            pick="loss")
+        assert call.ok, call.error
+
+
+@needs_kernel
+def test_kernel_mode_stops_a_runaway_cell_and_runs_the_next_ones(tmp_path: Path) -> None:
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "import time\nprint('training')",
+        "for epoch in range(100_000):\n    time.sleep(0.01)",
+        "def fprop(x, y, params):\n    return {'loss': 1.5}",
+    )
+    sandbox, loaded = load(path, kernel=True, limits=Limits(call_timeout=1.0, memory_mb=2048))
+    with sandbox:
+        assert loaded.ok, loaded.error
+        assert loaded.problems == ("cell 3 ran for more than 1 s and was stopped (the functions "
+                                   "defined in other cells were kept)",)
+        assert sandbox.call("fprop", 1, 2, 3, pick="loss").value == 1.5
+        assert sandbox.output.strip() == "training"  # no IPKernelApp, debugger or nbclient lines
+
+
+@needs_kernel
+def test_kernel_mode_names_cells_and_lines_as_plain_mode_does(tmp_path: Path) -> None:
+    cells = ("import numpy as np",
+             "def bprop(cache):\n    grads = {}\n    return grads['W'] + cache",
+             "x = 1\n\ny = x / 0",
+             "%pylab inline\ndef fprop(x, y, params):\n    return {'loss': float(sum(ones(2)))}",
+             "type Params = dict\n" if sys.version_info < (3, 12) else "pass")
+    expected = None
+    for kernel in (False, True):
+        sandbox, loaded = load(write_notebook(tmp_path / "nb.ipynb", *cells), kernel=kernel)
+        with sandbox:
+            results = (loaded.problems, sandbox.call("bprop", 1).error,
+                       sandbox.call("fprop", 1, 2, 3, pick="loss").value)
+        expected = expected or results
+        assert results == expected
+    problems, bprop_error, loss = expected
+    assert problems[0] == ("cell 4 raised ZeroDivisionError: division by zero (cell 4, line 3 "
+                           "of nb.ipynb) (the functions defined in other cells were kept)")
+    assert bprop_error == "bprop raised KeyError: 'W' (cell 3, line 3 of nb.ipynb)"
+    assert loss == 2.0
+
+
+@needs_kernel
+def test_grader_in_kernel_mode_scores_a_notebook_with_a_runaway_training_cell(tmp_path: Path):
+    solution = (Path(__file__).resolve().parent.parent / "solutions" / "three_input.py").read_text()
+    submit = tmp_path / "erin"
+    submit.mkdir()
+    training = "import time\nfor epoch in range(10_000):\n    time.sleep(0.01)  # demo"
+    write_notebook(submit / "three_input.ipynb", solution, training)
+    out = tmp_path / "out"
+    grader = Path(__file__).resolve().parent.parent / "grader.py"
+    result = subprocess.run([sys.executable, str(grader), str(submit), "--out", str(out),
+                             "--kernel", "--timeout", "1", "--assignment", "three_input"],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    feedback = (out / "erin" / "feedback.md").read_text()
+    assert "**Total: 10 / 10**" in feedback
+    assert ("- cell 3 ran for more than 1 s and was stopped (the functions defined in other "
+            "cells were kept)\n") in feedback
+    assert "IPKernelApp" not in feedback and "WARNING" not in feedback
+    assert "What your code printed" not in feedback  # it printed nothing; nor did the kernel
+
+
+@needs_kernel
+def test_kernel_mode_says_which_cell_killed_the_kernel(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb", "def fprop(x, y, p):\n    pass",
+                          "import os\nos._exit(3)")
+    sandbox, loaded = load(path, kernel=True)
+    with sandbox:
+        assert not loaded.ok
+        assert loaded.error == ("the Jupyter kernel died while running cell 3 (out of memory, "
+                                "or the cell ended its own process)")
