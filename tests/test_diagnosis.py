@@ -22,6 +22,7 @@ from gradcheck.diagnosis import (
     fit,
     judge_mismatches,
     smallest_failing_example,
+    snapshot,
 )
 from gradcheck.diagnosis.backprop import gradients
 from gradcheck.heatmaps import save_heatmap
@@ -199,7 +200,14 @@ def test_a_missing_or_extra_batch_factor_is_named_m_or_one_over_m(m: int) -> Non
     assert (
         diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].evidence["factor_name"] == "m"
     )
-    assert f"m = {m}" in diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].sentence
+    # No network: the batch gets its usual symbol N, and no claim about a summed loss.
+    assert diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].sentence.startswith(
+        f"dW is scaled by N with N = {m}, the batch size: it is N times the expected gradient;"
+    )
+    network = networks.get("three_input")
+    assert f"m = {m} times the reference" in (
+        diagnose_gradients({"W": r["W"] * m}, r, batch_size=m, network=network)["W"].sentence
+    )
 
 
 def test_a_mismatch_in_one_row_is_located_and_not_explained() -> None:
@@ -235,6 +243,139 @@ def test_the_independent_backprop_agrees_with_every_solution(case) -> None:
     assert set(mine) == set(theirs)
     for key in theirs:
         np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-9, atol=1e-12)
+
+
+# -- layers and custom code: no network -------------------------------------------------
+
+AFFINE = ("affine_forward", "affine_backward")
+
+
+def _affine(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """An affine layer's inputs (N = 5, D = 3, M = 4) and its gradients for a random dout."""
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    dout = rng.normal(size=(5, 4))
+    # out = x @ w + b, so dx = dout @ w.T, dw = x.T @ dout, db = the sum of dout over N.
+    return {"x": x, "w": w, "b": b}, {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+
+
+def _one_entry_off(gradient: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    wrong = gradient.copy()
+    wrong[index] += 1.0
+    return wrong
+
+
+def _layer_diagnosis(student: dict, **options: object) -> dict[str, tuple[str, str]]:
+    inputs, reference = _affine()
+    found = diagnose_gradients(
+        student(reference), reference, inputs=inputs, functions=AFFINE, **options
+    )
+    return {name: (d.cause, d.sentence) for name, d in found.items()}
+
+
+def test_a_factor_two_is_said_neutrally_when_no_loss_is_declared() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 2}) == {
+        "dx": (
+            "scaled",
+            (
+                "dx is scaled by 1/2: it is half the expected gradient; look for a factor 1/2 "
+                "(or a division by 2) that does not belong in its formula."
+            ),
+        )
+    }
+    twice = _layer_diagnosis(lambda r: {**r, "dw": 2 * r["dw"]}, loss="softmax")["dw"][1]
+    assert twice.startswith("dw is scaled by 2: it is twice the expected gradient;")
+    assert "0.5" not in twice and "squared" not in twice
+
+
+def test_the_factor_of_the_squared_loss_is_explained_only_when_it_is_declared() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 2}, loss="squared")["dx"][1] == (
+        "dx is half the reference: the derivative of 0.5 * e**2 is e, so no second 1/2 "
+        "belongs here."
+    )
+    # A document network declares its loss through its architecture.
+    network = networks.get("three_input")
+    example = network.random_example(np.random.default_rng(1), m=3)
+    r = bug_corpus.reference("three_input", example)
+    found = diagnose_gradients({**r, "W1": 2 * r["W1"]}, r, network=network, example=example)
+    assert "the derivative of 0.5 * (y - yhat)**2" in found["W1"].sentence
+    binary = networks.get("binary_classifier")  # cross-entropy: no 0.5 to blame
+    example = binary.random_example(np.random.default_rng(1), m=3, hidden=3)
+    r = bug_corpus.reference("binary_classifier", example)
+    found = diagnose_gradients({**r, "W1": 2 * r["W1"]}, r, network=binary, example=example)
+    assert found["W1"].sentence.startswith("dW1 is scaled by 2: it is twice the expected")
+
+
+def test_scale_factors_are_named_from_the_callers_batch_size_and_dimensions() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dw": 5 * r["dw"]}, batch_size=5)["dw"][1] == (
+        "dw is scaled by N with N = 5, the batch size: it is N times the expected gradient; "
+        "a loss that is a mean over the batch divides its gradient by N, and a product over "
+        "the batch already sums the examples."
+    )
+    dims = {"B": 5, "D": 3, "M": 4}
+    by_batch = _layer_diagnosis(lambda r: {**r, "db": r["db"] / 5}, batch_size=5, dims=dims)
+    assert by_batch["db"][1].startswith("db is scaled by 1/B with B = 5, the batch size:")
+    by_dimension = _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 3}, batch_size=5, dims=dims)
+    assert by_dimension["dx"][1].startswith(
+        "dx is scaled by 1/D with D = 3: it is the expected gradient divided by D;"
+    )
+    _, r = _affine()
+    found = diagnose_gradients({**r, "dx": r["dx"] * 4}, r, dims=dims)["dx"]
+    assert found.evidence["factor_name"] == "M" and "scaled by M with M = 4:" in found.sentence
+
+
+@pytest.mark.parametrize(
+    "bug, cause, phrase",
+    [
+        (lambda r: {**r, "dw": r["dw"].T}, "transposed",
+         "dw matches the expected gradient transposed: a gradient has the shape of its variable w"),
+        (lambda r: {**r, "dx": -r["dx"]}, "sign_flipped", "dx has the sign flipped (alpha = -1"),
+        (lambda r: {**r, "db": np.zeros(4)}, "zeros", "db is all zeros"),
+        (lambda r: {**r, "dw": _one_entry_off(r["dw"], (1, 2))}, "no_simple_pattern",
+         "the mismatch is in entry [1, 2]"),
+        (lambda r: {**r, "db": r["db"][:, None]}, "flattened",
+         "db has the right values but shape (4, 1) instead of (4,): reshape it to the shape of b"),
+    ],
+)
+def test_a_layers_gradients_are_diagnosed_without_a_network(bug, cause: str, phrase: str) -> None:
+    found = _layer_diagnosis(bug)
+    assert len(found) == 1 and next(iter(found.values()))[0] == cause, found
+    assert phrase in next(iter(found.values()))[1]
+
+
+def test_the_sign_is_explained_by_the_loss_only_when_one_is_declared() -> None:
+    neutral = _layer_diagnosis(lambda r: {**r, "dx": -r["dx"]})["dx"][1]
+    assert "prediction - target" not in neutral and "a minus sign too many" in neutral
+    declared = _layer_diagnosis(lambda r: {**r, "dx": -r["dx"]}, loss="softmax")["dx"][1]
+    assert "prediction - target" in declared
+
+
+def test_sentences_name_the_callers_functions() -> None:
+    inputs, reference = _affine()
+    raised = diagnose_gradients(NotImplementedError(), reference, functions=AFFINE)["dx"]
+    assert raised.sentence == (
+        "affine_backward raised NotImplementedError: replace the `raise NotImplementedError` "
+        "with the computation of dx and return it."
+    )
+    dw = reference["dw"]
+    own = diagnose_gradients(
+        {**reference, "dw": 3 * dw}, reference, functions=AFFINE, numerical_own={"dw": 3 * dw}
+    )["dw"].sentence
+    assert own == (
+        "dw is the exact gradient of your own affine_forward, but your affine_forward computes "
+        "a different function than the reference's: the bug is in the forward pass, not in "
+        "affine_backward."
+    )
+    cache = {"x": inputs["x"]}
+    changed = diagnose_repeated_calls(
+        reference, reference, before=snapshot(cache), after={"x": inputs["x"] + 1},
+        who="affine_backward",
+    )
+    assert changed["dx"].sentence.startswith("affine_backward modified x in place")
+    stale = diagnose_repeated_calls({"dx": 1.0}, {"dx": 2.0}, who="affine_backward")["dx"]
+    assert "two calls of affine_backward on the same cache returned different dx:" in (
+        stale.sentence
+    )
 
 
 # -- the grader's helpers -----------------------------------------------------------------

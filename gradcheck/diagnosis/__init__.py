@@ -68,11 +68,16 @@ def annotate(
     example: Example | None = None,
     numerical_own: Mapping[str, np.ndarray] | None = None,
     tolerance: Tolerance | None = None,
+    loss: str | None = None,
+    functions: tuple[str, str] = ("fprop", "bprop"),
+    dims: Mapping[str, int] | None = None,
+    inputs: Mapping[str, object] | None = None,
 ) -> tuple[ParameterReport, ...]:
     """Return the reports with a ``hint`` (the diagnosis sentence) on every failing parameter.
 
     Reports that pass, or already carry a hint, are returned unchanged; the diagnosis's
-    cause and evidence go to ``report.extras["diagnosis"]``.
+    cause and evidence go to ``report.extras["diagnosis"]``. The keyword arguments are
+    those of :func:`diagnose_gradients`.
 
     Example:
         >>> import numpy as np
@@ -80,8 +85,8 @@ def annotate(
         >>> from gradcheck.tolerances import tolerance_for
         >>> r = {"W": np.array([[1.0, 2.0, 3.0]])}
         >>> reports, _ = compare_gradients({"W": 2 * r["W"]}, r, tolerance_for(np.float64))
-        >>> annotate(reports, {"W": 2 * r["W"]}, r)[0].hint.startswith("dW is twice")
-        True
+        >>> annotate(reports, {"W": 2 * r["W"]}, r)[0].hint[:45]
+        'dW is scaled by 2: it is twice the expected g'
     """
     failing = [report for report in reports if not report.ok and not report.hint]
     if not failing or not isinstance(analytic, Mapping):
@@ -94,6 +99,10 @@ def annotate(
         numerical_own=numerical_own,
         batch_size=batch_size,
         tolerance=tolerance,
+        loss=loss,
+        functions=functions,
+        dims=dims,
+        inputs=inputs,
     )
     return tuple(_annotated(report, found.get(report.name)) for report in reports)
 

@@ -115,16 +115,17 @@ def diagnose_repeated_calls(
         >>> diagnose_repeated_calls({"W": np.ones(2)}, {"W": np.zeros(2)})["W"].cause
         'stale_cache'
     """
+    wording = sentences.Wording(gradient_keys=sentences.keyed_by_gradients(first))
     changed = changes(before or {}, after or {})
     if changed:
-        return {name: sentences.mutates_inputs(name, who, changed[0]) for name in first}
+        return {name: sentences.mutates_inputs(name, who, changed[0], wording) for name in first}
     result = {}
     for name, value in first.items():
         other = second.get(name) if isinstance(second, Mapping) else None
         a, b = np.asarray(value, dtype=np.float64), np.asarray(other, dtype=np.float64)
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
             evidence = fit(a, b) if a.shape == b.shape else {}
-            result[name] = sentences.stale_cache(name, evidence)
+            result[name] = sentences.stale_cache(name, evidence, who, wording)
     return result
 
 
