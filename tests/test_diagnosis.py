@@ -19,6 +19,7 @@ from gradcheck.diagnosis import (
     diagnose_batch_sizes,
     diagnose_gradients,
     diagnose_repeated_calls,
+    diagnose_update,
     fit,
     judge_mismatches,
     smallest_failing_example,
@@ -328,7 +329,7 @@ def test_scale_factors_are_named_from_the_callers_batch_size_and_dimensions() ->
     "bug, cause, phrase",
     [
         (lambda r: {**r, "dw": r["dw"].T}, "transposed",
-         "dw matches the expected gradient transposed: a gradient has the shape of its variable w"),
+         "dw matches the reference transposed: a gradient has the shape of its variable w"),
         (lambda r: {**r, "dx": -r["dx"]}, "sign_flipped", "dx has the sign flipped (alpha = -1"),
         (lambda r: {**r, "db": np.zeros(4)}, "zeros", "db is all zeros"),
         (lambda r: {**r, "dw": _one_entry_off(r["dw"], (1, 2))}, "no_simple_pattern",
@@ -376,6 +377,125 @@ def test_sentences_name_the_callers_functions() -> None:
     assert "two calls of affine_backward on the same cache returned different dx:" in (
         stale.sentence
     )
+
+
+# -- gradients under each other's names ------------------------------------------------
+
+
+def _two_hidden(seed: int = 3) -> tuple[networks.Network, object, dict[str, np.ndarray]]:
+    network = networks.get("two_hidden")
+    example = network.random_example(np.random.default_rng(seed), m=3)
+    return network, example, bug_corpus.reference("two_hidden", example)
+
+
+def test_swapped_biases_of_different_shapes_are_swapped_not_two_shape_errors() -> None:
+    network, example, r = _two_hidden()
+    assert r["b2"].shape == (2, 1) and r["b3"].shape == (1, 1)
+    found = diagnose_gradients(
+        {**r, "b2": r["b3"], "b3": r["b2"]}, r, network=network, example=example
+    )
+    assert {name: d.cause for name, d in found.items()} == {"b2": "swapped", "b3": "swapped"}
+    assert found["b2"].sentence == (
+        "db2 and db3 are swapped: your db2 is the expected db3 and your db3 the expected db2; "
+        "check which gradient each name receives."
+    )
+
+
+def test_three_gradients_moved_round_a_cycle_are_swapped_in_a_cycle() -> None:
+    network, example, r = _two_hidden()
+    student = {**r, "b1": r["b2"], "b2": r["b3"], "b3": r["b1"]}
+    found = diagnose_gradients(student, r, network=network, example=example)
+    assert {d.cause for d in found.values()} == {"swapped"} and len(found) == 3
+    assert found["b1"].sentence.startswith(
+        "db1, db2 and db3 are swapped in a cycle: your db1 is the expected db2, your db2 the "
+        "expected db3 and your db3 the expected db1;"
+    )
+    assert found["b3"].evidence["cycle"] == "b3 -> b1 -> b2"
+
+
+@pytest.mark.parametrize("pair", [("dx", "dw"), ("dw", "db")])
+def test_a_layers_swapped_gradients_are_named_whatever_their_shapes(pair) -> None:
+    mine, theirs = pair
+    found = _layer_diagnosis(lambda r: {**r, mine: r[theirs], theirs: r[mine]})
+    sentence = (
+        f"{mine} and {theirs} are swapped: your {mine} is the expected {theirs} and your "
+        f"{theirs} the expected {mine}; check which gradient each name receives."
+    )
+    assert found[mine] == ("swapped", sentence)
+    assert found[theirs][0] == "swapped" and set(found) == {mine, theirs}
+
+
+@pytest.mark.parametrize("key", ["dW1", "w1", "grad_W1"])
+def test_a_gradient_under_another_spelling_of_its_name_is_a_wrong_key(key: str) -> None:
+    network, example, r = _two_hidden()
+    student = {k: v for k, v in r.items() if k != "W1"}
+    student[key] = r["W1"].T  # found by its name even when its value is wrong as well
+    found = diagnose_gradients(student, r, network=network, example=example)
+    assert found["W1"].cause == "wrong_key" and found["W1"].sentence == (
+        f"the gradient of W1 is returned under the key {key!r}; use the parameter's own "
+        f"name 'W1'."
+    )
+
+
+def test_a_layers_gradients_keyed_by_the_inputs_are_a_wrong_key() -> None:
+    inputs, reference = _affine()
+    student = {"x": reference["dx"], "w": reference["dw"], "db": reference["db"]}
+    found = diagnose_gradients(student, reference, inputs=inputs)
+    assert found["dx"].sentence == "the gradient of x is returned under the key 'x'; use the key 'dx'."
+    assert set(found) == {"dx", "dw"}
+
+
+# -- the update step ----------------------------------------------------------------------
+
+
+def _update_of(new: str):
+    """two_hidden's update with its one line replaced."""
+    old = "return {key: params[key] - lr * grads[key] for key in params}"
+    bug = Bug("update", "two_hidden", old, new, "", ())
+    return bug_corpus.patched(bug).update
+
+
+def test_an_update_that_adds_the_step_is_gradient_ascent() -> None:
+    _, example, r = _two_hidden()
+    update = _update_of("return {key: params[key] + lr * grads[key] for key in params}")
+    found = diagnose_update(update(dict(example.params), r, 0.1), example.params, r, 0.1)
+    assert set(found) == set(example.params) and {d.cause for d in found.values()} == {
+        "gradient_ascent"
+    }
+    assert found["W2"].sentence == (
+        "update adds the step to W2: p + lr * dp is gradient ascent; use p - lr * dp."
+    )
+    assert found["W2"].evidence["alpha"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(
+    "line, cause",
+    [
+        ("return {key: params[key] - grads[key] for key in params}", "learning_rate_missing"),
+        ("return {key: params[key] - lr * lr * grads[key] for key in params}", "learning_rate_twice"),
+        ("return {key: params[key] for key in params}", "not_updated"),
+        ("return {key: -lr * grads[key] for key in params}", "returned_step"),
+        ("return {key: params[key] - 2 * lr * grads[key] for key in params}", "scaled"),
+    ],
+)
+def test_each_wrong_update_step_is_named(line: str, cause: str) -> None:
+    _, example, r = _two_hidden()
+    found = diagnose_update(_update_of(line)(dict(example.params), r, 0.3), example.params, r, 0.3)
+    assert {d.cause for d in found.values()} == {cause} and len(found) == len(example.params)
+    assert all(d.sentence.endswith("p - lr * dp.") or "p - lr * dp" in d.sentence for d in found.values())
+
+
+def test_a_correct_update_gets_no_diagnosis_and_a_missing_key_is_named() -> None:
+    _, example, r = _two_hidden()
+    solution = networks.get("two_hidden").solution()
+    new = solution.update(dict(example.params), r, 0.3)
+    assert diagnose_update(new, example.params, r, 0.3) == {}
+    del new["b1"]
+    found = diagnose_update(new, example.params, r, 0.3, function="sgd")
+    assert list(found) == ["b1"] and found["b1"].sentence.startswith(
+        "sgd returned no new value for b1"
+    )
+    assert diagnose_update(None, example.params, r, 0.3)["W1"].cause == "missing"
 
 
 # -- the grader's helpers -----------------------------------------------------------------

@@ -38,6 +38,7 @@ from .behaviour import (
 )
 from .core import diagnose_gradients, fit
 from .model import CAUSES, Diagnosis, Evidence
+from .update import diagnose_update
 from .verdicts import Label, Verdict, judge_mismatches
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "diagnose_batch_sizes",
     "diagnose_gradients",
     "diagnose_repeated_calls",
+    "diagnose_update",
     "fit",
     "judge_mismatches",
     "smallest_failing_example",

@@ -78,9 +78,10 @@ class Factor:
     """True when the dimension is the batch size."""
 
 
-def _make(
+def make(
     name: str, cause: str, sentence: str, evidence: Mapping[str, object] | None = None
 ) -> Diagnosis:
+    """A :class:`Diagnosis` whose evidence is a read-only copy."""
     return Diagnosis(name, cause, sentence, MappingProxyType(dict(evidence or {})))  # type: ignore[arg-type]
 
 
@@ -92,31 +93,25 @@ def _prev(layer: int | None) -> str:
     return "x" if layer in (None, 1) else f"a{layer - 1}"
 
 
-def _reference(wording: Wording) -> str:
-    # The document networks' feedback has always said "the reference"; other code gets
-    # the plainer "the expected gradient".
-    return "the reference" if wording.network else "the expected gradient"
-
-
 def not_implemented(
     name: str, error: BaseException | None, wording: Wording = NEUTRAL
 ) -> Diagnosis:
     g, who = wording.grad(name), wording.backward
     if isinstance(error, NotImplementedError):
-        return _make(
+        return make(
             name,
             "not_implemented",
             f"{who} raised NotImplementedError: replace the `raise NotImplementedError` "
             f"with the computation of {g} and return it{_under_key(name, wording)}.",
         )
     if error is not None:
-        return _make(
+        return make(
             name,
             "not_implemented",
             f"{who} raised {type(error).__name__} before returning {g}: fix that error "
             f"first (the traceback shows the line).",
         )
-    return _make(
+    return make(
         name,
         "not_implemented",
         f"{g} is not implemented yet ({who} returned None for it): compute it and "
@@ -130,7 +125,7 @@ def _under_key(name: str, wording: Wording) -> str:
 
 
 def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "missing",
         f"{wording.backward} returned a {type(value).__name__} where {wording.grad(name)} "
@@ -141,7 +136,7 @@ def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosi
 
 def missing(name: str, names: Sequence[str], wording: Wording = NEUTRAL) -> Diagnosis:
     keys = ", ".join(repr(key) for key in names)
-    return _make(
+    return make(
         name,
         "missing",
         f"{wording.backward} returned no gradient under the key {name!r}: return a dict "
@@ -155,7 +150,7 @@ def wrong_key(name: str, key: str, wording: Wording = NEUTRAL) -> Diagnosis:
     else:
         owner = "the parameter's" if wording.network else "its"
         fix = f"use {owner} own name {name!r}"
-    return _make(
+    return make(
         name,
         "wrong_key",
         f"the gradient of {wording.var(name)} is returned under the key {key!r}; {fix}.",
@@ -166,7 +161,7 @@ def wrong_key(name: str, key: str, wording: Wording = NEUTRAL) -> Diagnosis:
 def misfiled(
     name: str, other: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "wrong_key",
         f"the value returned under {name!r} is the gradient of {wording.var(other)}: "
@@ -190,7 +185,7 @@ def swapped(
         if len(cycle) == 2
         else f"{', '.join(grads[:-1])} and {grads[-1]} are swapped in a cycle"
     )
-    return _make(
+    return make(
         cycle[0],
         "swapped",
         f"{who}: {where}; check which gradient each name receives.",
@@ -199,7 +194,7 @@ def swapped(
 
 
 def zeros(name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "zeros",
         f"{wording.grad(name)} is all zeros: it is never computed, or it is overwritten after "
@@ -209,7 +204,7 @@ def zeros(name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL)
 
 
 def not_finite(name: str, count: int, wording: Wording = NEUTRAL) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "not_finite",
         f"{wording.grad(name)} has {count} NaN or infinite entr{'y' if count == 1 else 'ies'}: "
@@ -230,9 +225,7 @@ def transposed(
 ) -> Diagnosis:
     g = wording.grad(name)
     what = (
-        f"matches {_reference(wording)} transposed"
-        if values_match
-        else f"has the transposed shape {shape}"
+        "matches the reference transposed" if values_match else f"has the transposed shape {shape}"
     )
     delta, prev = f"delta{layer or ''}", _prev(layer)
     if layout is not None and name.startswith("b"):
@@ -246,7 +239,7 @@ def transposed(
             f"a gradient has the shape of its variable {wording.var(name)}; swap (or "
             f"transpose) the operands of the product that computes it"
         )
-    return _make(
+    return make(
         name,
         "transposed",
         f"{g} {what}: {fix}.",
@@ -257,7 +250,7 @@ def transposed(
 def wrong_shape(
     name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
 ) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "wrong_shape",
         f"{wording.grad(name)} has shape {shape} but {wording.var(name)} has shape "
@@ -273,7 +266,7 @@ def _axis_fix(name: str, layer: str, columns: bool) -> str:
 
 def bias_not_summed(name: str, shape: tuple[int, ...], columns: bool) -> Diagnosis:
     per = "column" if columns else "row"
-    return _make(
+    return make(
         name,
         "bias_not_summed",
         f"d{name} has shape {shape}, one {per} per example: sum the bias gradient over the "
@@ -288,7 +281,7 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
         if columns
         else "along axis 0 in a row-vector network"
     )
-    return _make(
+    return make(
         name,
         "bias_wrong_axis",
         f"d{name} is summed over the wrong axis (shape {shape}): the examples lie {where}, "
@@ -306,7 +299,7 @@ def flattened(
         else f"reshape it to the shape of {wording.var(name)} (or keep a summed axis with "
         f"keepdims=True)"
     )
-    return _make(
+    return make(
         name,
         "flattened",
         f"{wording.grad(name)} has the right values but shape {shape} instead of "
@@ -319,7 +312,7 @@ def consistent_with_own_fprop(
     name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
     forward, backward = wording.forward, wording.backward
-    return _make(
+    return make(
         name,
         "consistent_with_own_fprop",
         f"{wording.grad(name)} is the exact gradient of your own {forward}, but your "
@@ -341,7 +334,7 @@ def sign_flipped(
         else "look for a minus sign too many or too few on the way back (a subtraction "
         "with its operands swapped)"
     )
-    return _make(
+    return make(
         name,
         "sign_flipped",
         f"{wording.grad(name)} has the sign flipped ({_numbers(evidence)}): {fix}.",
@@ -358,7 +351,7 @@ def activation(
     in_a = _IN_TERMS_OF_A.get(g, "1").format(a=a)
     evidence = {**evidence, "layer": layer, "activation": g}
     if variant.mode == "none":
-        return _make(
+        return make(
             name,
             "activation_derivative_missing",
             f"d{name} matches the reference with the derivative of layer {layer}'s {g} left "
@@ -366,7 +359,7 @@ def activation(
             evidence,
         )
     if variant.mode == "activation":
-        return _make(
+        return make(
             name,
             "derivative_at_activation",
             f"d{name} matches the reference with {symbol}'({a}) in place of {symbol}'({z}): "
@@ -374,7 +367,7 @@ def activation(
             f"it is {in_a}, not {symbol}'({a}).",
             evidence,
         )
-    return _make(
+    return make(
         name,
         "activation_derivative_twice",
         f"d{name} matches the reference with {symbol}'({z}) applied twice: multiply by the "
@@ -413,7 +406,7 @@ def scaled(
     """A gradient that is a constant times the expected one; a factor with a code is named."""
     g, evidence = wording.grad(name), {**evidence, "factor": float(factor.value)}
     if not factor.code:
-        return _make(
+        return make(
             name,
             "scaled",
             f"{g} points the {'right' if factor.value > 0 else 'opposite'} way and is scaled "
@@ -423,7 +416,7 @@ def scaled(
             evidence,
         )
     words = f"{g} is {_factor_words(factor, wording)}."
-    return _make(name, "scaled", words, {**evidence, "factor_name": factor.code})
+    return make(name, "scaled", words, {**evidence, "factor_name": factor.code})
 
 
 def _factor_words(factor: Factor, wording: Wording) -> str:
@@ -484,17 +477,17 @@ def no_simple_pattern(
     place = f"; the mismatch is in {where}" if where and where != "all entries" else ""
     if near:
         place += f", where {near} ha{'ve' if 'units' in str(near) else 's'} a pre-activation near 0"
-    return _make(
+    return make(
         name,
         "no_simple_pattern",
-        f"{wording.grad(name)} differs from {_reference(wording)} with no simple pattern "
+        f"{wording.grad(name)} differs from the reference with no simple pattern "
         f"({_numbers(evidence)}{place}): recompute it step by step on the smallest example.",
         evidence,
     )
 
 
 def batch_size_one(name: str, m: int, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "batch_size_one",
         f"d{name} is right for one example (m=1) but wrong for a batch of m={m}: some step "
@@ -505,7 +498,7 @@ def batch_size_one(name: str, m: int, evidence: Mapping[str, object]) -> Diagnos
 
 
 def mutates_inputs(name: str, who: str, where: str, wording: Wording = NEUTRAL) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "mutates_inputs",
         f"{who} modified {where} in place (e.g. with -=, *= or out=), so {wording.grad(name)} and any "
@@ -518,7 +511,7 @@ def mutates_inputs(name: str, who: str, where: str, wording: Wording = NEUTRAL) 
 def stale_cache(
     name: str, evidence: Mapping[str, object], who: str = "bprop", wording: Wording = NEUTRAL
 ) -> Diagnosis:
-    return _make(
+    return make(
         name,
         "stale_cache",
         f"two calls of {who} on the same cache returned different {wording.grad(name)}: {who} "
