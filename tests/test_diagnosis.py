@@ -379,6 +379,27 @@ def test_sentences_name_the_callers_functions() -> None:
     )
 
 
+affine_shapes = st.tuples(
+    st.integers(1, 5), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1)
+)
+
+
+def _affine_at(shape: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    n, d, m, seed = shape
+    rng = np.random.default_rng(seed)
+    x, w, dout = rng.uniform(-2, 2, (n, d)), rng.uniform(-2, 2, (d, m)), rng.uniform(-2, 2, (n, m))
+    return {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+
+
+@settings(deadline=None)
+@given(affine_shapes)
+def test_a_correct_layer_gets_no_diagnosis_and_a_swap_is_found_at_any_shape(shape) -> None:
+    r = _affine_at(shape)
+    assert diagnose_gradients(r, r, batch_size=shape[0], dims={"N": shape[0], "D": shape[1]}) == {}
+    swapped = diagnose_gradients({**r, "dx": r["dw"], "dw": r["dx"]}, r)
+    assert {name: d.cause for name, d in swapped.items()} == {"dx": "swapped", "dw": "swapped"}
+
+
 # -- gradients under each other's names ------------------------------------------------
 
 

@@ -6,6 +6,11 @@ derivative taken at the activation is a = the reference recomputed with sigma'(a
 place of sigma'(z) by the network's own architecture. When nothing fits, the diagnosis is
 "no_simple_pattern" with the evidence (alpha, cosine, where the mismatch sits).
 
+Any layer's gradients can be diagnosed without a network, keyed by the inputs' names or the
+gradients' own (``dx``, ``dw``, ``db``); the sentences then say only what the numbers show
+("scaled by 1/2"), name the caller's functions and sizes, and explain a factor by the loss
+only when ``loss`` declares it. :func:`diagnose_update` does the same for an update step.
+
 Example:
     >>> import numpy as np
     >>> from gradcheck import networks
@@ -17,6 +22,13 @@ Example:
     >>> student = {**reference, "W3": -reference["W3"]}
     >>> diagnose_gradients(student, reference, network=net, example=ex)["W3"].cause
     'sign_flipped'
+    >>> x, w, dout = np.ones((5, 3)), np.arange(12.0).reshape(3, 4), np.ones((5, 4))
+    >>> layer = {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+    >>> wrong = {**layer, "dw": layer["dw"] / 5}
+    >>> found = diagnose_gradients(wrong, layer, functions=("affine_forward", "affine_backward"),
+    ...                            batch_size=5)
+    >>> found["dw"].sentence[:55]
+    'dw is scaled by 1/N with N = 5, the batch size: it is t'
 """
 
 from __future__ import annotations
