@@ -400,6 +400,17 @@ def test_a_correct_layer_gets_no_diagnosis_and_a_swap_is_found_at_any_shape(shap
     assert {name: d.cause for name, d in swapped.items()} == {"dx": "swapped", "dw": "swapped"}
 
 
+def test_a_layer_right_only_for_one_example_is_named_by_its_gradient() -> None:
+    one, many = _affine_at((1, 3, 4, 7)), _affine_at((4, 3, 4, 8))
+    wrong = {**many, "dw": many["dw"] + np.eye(3, 4)}  # no factor: only the batch is to blame
+    found = diagnose_batch_sizes(one, one, wrong, many, batch_size=4, functions=AFFINE)
+    assert list(found) == ["dw"] and found["dw"].sentence.startswith(
+        "dw is right for one example (m=1) but wrong for a batch of m=4"
+    )
+    halved = diagnose_batch_sizes(one, one, {**many, "db": many["db"] / 4}, many, batch_size=4)
+    assert halved["db"].sentence.startswith("db is scaled by 1/N with N = 4, the batch size")
+
+
 # -- gradients under each other's names ------------------------------------------------
 
 

@@ -486,11 +486,13 @@ def no_simple_pattern(
     )
 
 
-def batch_size_one(name: str, m: int, evidence: Mapping[str, object]) -> Diagnosis:
+def batch_size_one(
+    name: str, m: int, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
     return make(
         name,
         "batch_size_one",
-        f"d{name} is right for one example (m=1) but wrong for a batch of m={m}: some step "
+        f"{wording.grad(name)} is right for one example (m=1) but wrong for a batch of m={m}: some step "
         f"mixes up the batch dimension (an elementwise * where a matrix product is needed, "
         f"a sum over the wrong axis, or only the first example used).",
         {**evidence, "batch_size": m},
