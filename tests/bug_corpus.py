@@ -161,6 +161,14 @@ BUGS: tuple[Bug, ...] = (
         ("W1", "b1", "W2", "b2"),
     ),
     Bug(
+        "biases of layers 2 and 3 swapped",  # shapes (2, 1) and (1, 1): not two shape errors
+        "two_hidden",
+        'grads[f"b{layer}"] = np.sum(delta, axis=1, keepdims=True)',
+        'grads[f"b{5 - layer if layer > 1 else 1}"] = np.sum(delta, axis=1, keepdims=True)',
+        "swapped",
+        ("b2", "b3"),
+    ),
+    Bug(
         "operands of dW swapped",
         "two_hidden",
         'grads[f"W{layer}"] = delta @ a_prev.T',

@@ -19,9 +19,11 @@ from gradcheck.diagnosis import (
     diagnose_batch_sizes,
     diagnose_gradients,
     diagnose_repeated_calls,
+    diagnose_update,
     fit,
     judge_mismatches,
     smallest_failing_example,
+    snapshot,
 )
 from gradcheck.diagnosis.backprop import gradients
 from gradcheck.heatmaps import save_heatmap
@@ -199,7 +201,14 @@ def test_a_missing_or_extra_batch_factor_is_named_m_or_one_over_m(m: int) -> Non
     assert (
         diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].evidence["factor_name"] == "m"
     )
-    assert f"m = {m}" in diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].sentence
+    # No network: the batch gets its usual symbol N, and no claim about a summed loss.
+    assert diagnose_gradients({"W": r["W"] * m}, r, batch_size=m)["W"].sentence.startswith(
+        f"dW is scaled by N with N = {m}, the batch size: it is N times the expected gradient;"
+    )
+    network = networks.get("three_input")
+    assert f"m = {m} times the reference" in (
+        diagnose_gradients({"W": r["W"] * m}, r, batch_size=m, network=network)["W"].sentence
+    )
 
 
 def test_a_mismatch_in_one_row_is_located_and_not_explained() -> None:
@@ -235,6 +244,290 @@ def test_the_independent_backprop_agrees_with_every_solution(case) -> None:
     assert set(mine) == set(theirs)
     for key in theirs:
         np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-9, atol=1e-12)
+
+
+# -- layers and custom code: no network -------------------------------------------------
+
+AFFINE = ("affine_forward", "affine_backward")
+
+
+def _affine(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """An affine layer's inputs (N = 5, D = 3, M = 4) and its gradients for a random dout."""
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    dout = rng.normal(size=(5, 4))
+    # out = x @ w + b, so dx = dout @ w.T, dw = x.T @ dout, db = the sum of dout over N.
+    return {"x": x, "w": w, "b": b}, {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+
+
+def _one_entry_off(gradient: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    wrong = gradient.copy()
+    wrong[index] += 1.0
+    return wrong
+
+
+def _layer_diagnosis(student: dict, **options: object) -> dict[str, tuple[str, str]]:
+    inputs, reference = _affine()
+    found = diagnose_gradients(
+        student(reference), reference, inputs=inputs, functions=AFFINE, **options
+    )
+    return {name: (d.cause, d.sentence) for name, d in found.items()}
+
+
+def test_a_factor_two_is_said_neutrally_when_no_loss_is_declared() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 2}) == {
+        "dx": (
+            "scaled",
+            (
+                "dx is scaled by 1/2: it is half the expected gradient; look for a factor 1/2 "
+                "(or a division by 2) that does not belong in its formula."
+            ),
+        )
+    }
+    twice = _layer_diagnosis(lambda r: {**r, "dw": 2 * r["dw"]}, loss="softmax")["dw"][1]
+    assert twice.startswith("dw is scaled by 2: it is twice the expected gradient;")
+    assert "0.5" not in twice and "squared" not in twice
+
+
+def test_the_factor_of_the_squared_loss_is_explained_only_when_it_is_declared() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 2}, loss="squared")["dx"][1] == (
+        "dx is half the reference: the derivative of 0.5 * e**2 is e, so no second 1/2 "
+        "belongs here."
+    )
+    # A document network declares its loss through its architecture.
+    network = networks.get("three_input")
+    example = network.random_example(np.random.default_rng(1), m=3)
+    r = bug_corpus.reference("three_input", example)
+    found = diagnose_gradients({**r, "W1": 2 * r["W1"]}, r, network=network, example=example)
+    assert "the derivative of 0.5 * (y - yhat)**2" in found["W1"].sentence
+    binary = networks.get("binary_classifier")  # cross-entropy: no 0.5 to blame
+    example = binary.random_example(np.random.default_rng(1), m=3, hidden=3)
+    r = bug_corpus.reference("binary_classifier", example)
+    found = diagnose_gradients({**r, "W1": 2 * r["W1"]}, r, network=binary, example=example)
+    assert found["W1"].sentence.startswith("dW1 is scaled by 2: it is twice the expected")
+
+
+def test_scale_factors_are_named_from_the_callers_batch_size_and_dimensions() -> None:
+    assert _layer_diagnosis(lambda r: {**r, "dw": 5 * r["dw"]}, batch_size=5)["dw"][1] == (
+        "dw is scaled by N with N = 5, the batch size: it is N times the expected gradient; "
+        "a loss that is a mean over the batch divides its gradient by N, and a product over "
+        "the batch already sums the examples."
+    )
+    dims = {"B": 5, "D": 3, "M": 4}
+    by_batch = _layer_diagnosis(lambda r: {**r, "db": r["db"] / 5}, batch_size=5, dims=dims)
+    assert by_batch["db"][1].startswith("db is scaled by 1/B with B = 5, the batch size:")
+    by_dimension = _layer_diagnosis(lambda r: {**r, "dx": r["dx"] / 3}, batch_size=5, dims=dims)
+    assert by_dimension["dx"][1].startswith(
+        "dx is scaled by 1/D with D = 3: it is the expected gradient divided by D;"
+    )
+    _, r = _affine()
+    found = diagnose_gradients({**r, "dx": r["dx"] * 4}, r, dims=dims)["dx"]
+    assert found.evidence["factor_name"] == "M" and "scaled by M with M = 4:" in found.sentence
+
+
+@pytest.mark.parametrize(
+    "bug, cause, phrase",
+    [
+        (lambda r: {**r, "dw": r["dw"].T}, "transposed",
+         "dw matches the reference transposed: a gradient has the shape of its variable w"),
+        (lambda r: {**r, "dx": -r["dx"]}, "sign_flipped", "dx has the sign flipped (alpha = -1"),
+        (lambda r: {**r, "db": np.zeros(4)}, "zeros", "db is all zeros"),
+        (lambda r: {**r, "dw": _one_entry_off(r["dw"], (1, 2))}, "no_simple_pattern",
+         "the mismatch is in entry [1, 2]"),
+        (lambda r: {**r, "db": r["db"][:, None]}, "flattened",
+         "db has the right values but shape (4, 1) instead of (4,): reshape it to the shape of b"),
+    ],
+)
+def test_a_layers_gradients_are_diagnosed_without_a_network(bug, cause: str, phrase: str) -> None:
+    found = _layer_diagnosis(bug)
+    assert len(found) == 1 and next(iter(found.values()))[0] == cause, found
+    assert phrase in next(iter(found.values()))[1]
+
+
+def test_the_sign_is_explained_by_the_loss_only_when_one_is_declared() -> None:
+    neutral = _layer_diagnosis(lambda r: {**r, "dx": -r["dx"]})["dx"][1]
+    assert "prediction - target" not in neutral and "a minus sign too many" in neutral
+    declared = _layer_diagnosis(lambda r: {**r, "dx": -r["dx"]}, loss="softmax")["dx"][1]
+    assert "prediction - target" in declared
+
+
+def test_sentences_name_the_callers_functions() -> None:
+    inputs, reference = _affine()
+    raised = diagnose_gradients(NotImplementedError(), reference, functions=AFFINE)["dx"]
+    assert raised.sentence == (
+        "affine_backward raised NotImplementedError: replace the `raise NotImplementedError` "
+        "with the computation of dx and return it."
+    )
+    dw = reference["dw"]
+    own = diagnose_gradients(
+        {**reference, "dw": 3 * dw}, reference, functions=AFFINE, numerical_own={"dw": 3 * dw}
+    )["dw"].sentence
+    assert own == (
+        "dw is the exact gradient of your own affine_forward, but your affine_forward computes "
+        "a different function than the reference's: the bug is in the forward pass, not in "
+        "affine_backward."
+    )
+    cache = {"x": inputs["x"]}
+    changed = diagnose_repeated_calls(
+        reference, reference, before=snapshot(cache), after={"x": inputs["x"] + 1},
+        who="affine_backward",
+    )
+    assert changed["dx"].sentence.startswith("affine_backward modified x in place")
+    stale = diagnose_repeated_calls({"dx": 1.0}, {"dx": 2.0}, who="affine_backward")["dx"]
+    assert "two calls of affine_backward on the same cache returned different dx:" in (
+        stale.sentence
+    )
+
+
+affine_shapes = st.tuples(
+    st.integers(1, 5), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1)
+)
+
+
+def _affine_at(shape: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    n, d, m, seed = shape
+    rng = np.random.default_rng(seed)
+    x, w, dout = rng.uniform(-2, 2, (n, d)), rng.uniform(-2, 2, (d, m)), rng.uniform(-2, 2, (n, m))
+    return {"dx": dout @ w.T, "dw": x.T @ dout, "db": dout.sum(axis=0)}
+
+
+@settings(deadline=None)
+@given(affine_shapes)
+def test_a_correct_layer_gets_no_diagnosis_and_a_swap_is_found_at_any_shape(shape) -> None:
+    r = _affine_at(shape)
+    assert diagnose_gradients(r, r, batch_size=shape[0], dims={"N": shape[0], "D": shape[1]}) == {}
+    swapped = diagnose_gradients({**r, "dx": r["dw"], "dw": r["dx"]}, r)
+    assert {name: d.cause for name, d in swapped.items()} == {"dx": "swapped", "dw": "swapped"}
+
+
+def test_a_layer_right_only_for_one_example_is_named_by_its_gradient() -> None:
+    one, many = _affine_at((1, 3, 4, 7)), _affine_at((4, 3, 4, 8))
+    wrong = {**many, "dw": many["dw"] + np.eye(3, 4)}  # no factor: only the batch is to blame
+    found = diagnose_batch_sizes(one, one, wrong, many, batch_size=4, functions=AFFINE)
+    assert list(found) == ["dw"] and found["dw"].sentence.startswith(
+        "dw is right for one example (m=1) but wrong for a batch of m=4"
+    )
+    halved = diagnose_batch_sizes(one, one, {**many, "db": many["db"] / 4}, many, batch_size=4)
+    assert halved["db"].sentence.startswith("db is scaled by 1/N with N = 4, the batch size")
+
+
+# -- gradients under each other's names ------------------------------------------------
+
+
+def _two_hidden(seed: int = 3) -> tuple[networks.Network, object, dict[str, np.ndarray]]:
+    network = networks.get("two_hidden")
+    example = network.random_example(np.random.default_rng(seed), m=3)
+    return network, example, bug_corpus.reference("two_hidden", example)
+
+
+def test_swapped_biases_of_different_shapes_are_swapped_not_two_shape_errors() -> None:
+    network, example, r = _two_hidden()
+    assert r["b2"].shape == (2, 1) and r["b3"].shape == (1, 1)
+    found = diagnose_gradients(
+        {**r, "b2": r["b3"], "b3": r["b2"]}, r, network=network, example=example
+    )
+    assert {name: d.cause for name, d in found.items()} == {"b2": "swapped", "b3": "swapped"}
+    assert found["b2"].sentence == (
+        "db2 and db3 are swapped: your db2 is the expected db3 and your db3 the expected db2; "
+        "check which gradient each name receives."
+    )
+
+
+def test_three_gradients_moved_round_a_cycle_are_swapped_in_a_cycle() -> None:
+    network, example, r = _two_hidden()
+    student = {**r, "b1": r["b2"], "b2": r["b3"], "b3": r["b1"]}
+    found = diagnose_gradients(student, r, network=network, example=example)
+    assert {d.cause for d in found.values()} == {"swapped"} and len(found) == 3
+    assert found["b1"].sentence.startswith(
+        "db1, db2 and db3 are swapped in a cycle: your db1 is the expected db2, your db2 the "
+        "expected db3 and your db3 the expected db1;"
+    )
+    assert found["b3"].evidence["cycle"] == "b3 -> b1 -> b2"
+
+
+@pytest.mark.parametrize("pair", [("dx", "dw"), ("dw", "db")])
+def test_a_layers_swapped_gradients_are_named_whatever_their_shapes(pair) -> None:
+    mine, theirs = pair
+    found = _layer_diagnosis(lambda r: {**r, mine: r[theirs], theirs: r[mine]})
+    sentence = (
+        f"{mine} and {theirs} are swapped: your {mine} is the expected {theirs} and your "
+        f"{theirs} the expected {mine}; check which gradient each name receives."
+    )
+    assert found[mine] == ("swapped", sentence)
+    assert found[theirs][0] == "swapped" and set(found) == {mine, theirs}
+
+
+@pytest.mark.parametrize("key", ["dW1", "w1", "grad_W1"])
+def test_a_gradient_under_another_spelling_of_its_name_is_a_wrong_key(key: str) -> None:
+    network, example, r = _two_hidden()
+    student = {k: v for k, v in r.items() if k != "W1"}
+    student[key] = r["W1"].T  # found by its name even when its value is wrong as well
+    found = diagnose_gradients(student, r, network=network, example=example)
+    assert found["W1"].cause == "wrong_key" and found["W1"].sentence == (
+        f"the gradient of W1 is returned under the key {key!r}; use the parameter's own "
+        f"name 'W1'."
+    )
+
+
+def test_a_layers_gradients_keyed_by_the_inputs_are_a_wrong_key() -> None:
+    inputs, reference = _affine()
+    student = {"x": reference["dx"], "w": reference["dw"], "db": reference["db"]}
+    found = diagnose_gradients(student, reference, inputs=inputs)
+    assert found["dx"].sentence == "the gradient of x is returned under the key 'x'; use the key 'dx'."
+    assert set(found) == {"dx", "dw"}
+
+
+# -- the update step ----------------------------------------------------------------------
+
+
+def _update_of(new: str):
+    """two_hidden's update with its one line replaced."""
+    old = "return {key: params[key] - lr * grads[key] for key in params}"
+    bug = Bug("update", "two_hidden", old, new, "", ())
+    return bug_corpus.patched(bug).update
+
+
+def test_an_update_that_adds_the_step_is_gradient_ascent() -> None:
+    _, example, r = _two_hidden()
+    update = _update_of("return {key: params[key] + lr * grads[key] for key in params}")
+    found = diagnose_update(update(dict(example.params), r, 0.1), example.params, r, 0.1)
+    assert set(found) == set(example.params) and {d.cause for d in found.values()} == {
+        "gradient_ascent"
+    }
+    assert found["W2"].sentence == (
+        "update adds the step to W2: p + lr * dp is gradient ascent; use p - lr * dp."
+    )
+    assert found["W2"].evidence["alpha"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(
+    "line, cause",
+    [
+        ("return {key: params[key] - grads[key] for key in params}", "learning_rate_missing"),
+        ("return {key: params[key] - lr * lr * grads[key] for key in params}", "learning_rate_twice"),
+        ("return {key: params[key] for key in params}", "not_updated"),
+        ("return {key: -lr * grads[key] for key in params}", "returned_step"),
+        ("return {key: params[key] - 2 * lr * grads[key] for key in params}", "scaled"),
+    ],
+)
+def test_each_wrong_update_step_is_named(line: str, cause: str) -> None:
+    _, example, r = _two_hidden()
+    found = diagnose_update(_update_of(line)(dict(example.params), r, 0.3), example.params, r, 0.3)
+    assert {d.cause for d in found.values()} == {cause} and len(found) == len(example.params)
+    assert all(d.sentence.endswith("p - lr * dp.") or "p - lr * dp" in d.sentence for d in found.values())
+
+
+def test_a_correct_update_gets_no_diagnosis_and_a_missing_key_is_named() -> None:
+    _, example, r = _two_hidden()
+    solution = networks.get("two_hidden").solution()
+    new = solution.update(dict(example.params), r, 0.3)
+    assert diagnose_update(new, example.params, r, 0.3) == {}
+    del new["b1"]
+    found = diagnose_update(new, example.params, r, 0.3, function="sgd")
+    assert list(found) == ["b1"] and found["b1"].sentence.startswith(
+        "sgd returned no new value for b1"
+    )
+    assert diagnose_update(None, example.params, r, 0.3)["W1"].cause == "missing"
 
 
 # -- the grader's helpers -----------------------------------------------------------------

@@ -40,6 +40,9 @@ def diagnose_batch_sizes(
     example_many: Example | None = None,
     batch_size: int | None = None,
     tolerance: Tolerance | None = None,
+    loss: str | None = None,
+    functions: tuple[str, str] = ("fprop", "bprop"),
+    dims: Mapping[str, int] | None = None,
 ) -> dict[str, Diagnosis]:
     """Diagnose the m > 1 run, naming parameters that are right only for one example.
 
@@ -49,6 +52,7 @@ def diagnose_batch_sizes(
         network, example_many: passed on to :func:`diagnose_gradients` for the m > 1 run.
         batch_size: m of the second run (default: from ``example_many``).
         tolerance: when gradients count as equal.
+        loss, functions, dims: for the sentences, as in :func:`diagnose_gradients`.
 
     Returns:
         ``{parameter: Diagnosis}`` for every parameter wrong at m > 1: ``batch_size_one``
@@ -62,7 +66,14 @@ def diagnose_batch_sizes(
         >>> diagnose_batch_sizes(one, one, wrong, many, batch_size=3)["W"].cause
         'batch_size_one'
     """
-    at_one = diagnose_gradients(analytic_one, reference_one, tolerance=tolerance)
+    at_one = diagnose_gradients(
+        analytic_one,
+        reference_one,
+        tolerance=tolerance,
+        loss=loss,
+        functions=functions,
+        dims=dims,
+    )
     at_many = diagnose_gradients(
         analytic_many,
         reference_many,
@@ -70,18 +81,22 @@ def diagnose_batch_sizes(
         example=example_many,
         batch_size=batch_size,
         tolerance=tolerance,
+        loss=loss,
+        functions=functions,
+        dims=dims,
     )
     m = batch_size or (
         example_many.batch_size
         if example_many is not None and hasattr(example_many, "batch_size")
         else 0
     )
+    wording = sentences.Wording(gradient_keys=sentences.keyed_by_gradients(reference_many))
     result = {}
     for name, diagnosis in at_many.items():
         if name in at_one or _names_the_batch(diagnosis):
             result[name] = diagnosis
         else:
-            result[name] = sentences.batch_size_one(name, int(m), diagnosis.evidence)
+            result[name] = sentences.batch_size_one(name, int(m), diagnosis.evidence, wording)
     return result
 
 
@@ -115,16 +130,17 @@ def diagnose_repeated_calls(
         >>> diagnose_repeated_calls({"W": np.ones(2)}, {"W": np.zeros(2)})["W"].cause
         'stale_cache'
     """
+    wording = sentences.Wording(gradient_keys=sentences.keyed_by_gradients(first))
     changed = changes(before or {}, after or {})
     if changed:
-        return {name: sentences.mutates_inputs(name, who, changed[0]) for name in first}
+        return {name: sentences.mutates_inputs(name, who, changed[0], wording) for name in first}
     result = {}
     for name, value in first.items():
         other = second.get(name) if isinstance(second, Mapping) else None
         a, b = np.asarray(value, dtype=np.float64), np.asarray(other, dtype=np.float64)
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
             evidence = fit(a, b) if a.shape == b.shape else {}
-            result[name] = sentences.stale_cache(name, evidence)
+            result[name] = sentences.stale_cache(name, evidence, who, wording)
     return result
 
 

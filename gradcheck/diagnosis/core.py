@@ -19,7 +19,9 @@ from ..comparison import relative_error
 from ..networks import Architecture, Example, Network
 from ..tolerances import Tolerance, tolerance_for
 from . import backprop, sentences
+from .arrays import aligned, as_array, close
 from .model import Diagnosis
+from .sentences import Factor, Wording, keyed_by_gradients
 
 __all__ = ["diagnose_gradients", "fit"]
 
@@ -29,16 +31,15 @@ class _Context:
     analytic: Mapping[str, object]
     reference: Mapping[str, np.ndarray]
     tolerance: Tolerance
+    wording: Wording
+    factors: tuple[Factor, ...]
     arch: Architecture | None = None
     example: Example | None = None
     numerical_own: Mapping[str, np.ndarray] | None = None
     batch_size: int | None = None
-    learning_rate: float | None = None
 
     def close(self, a: np.ndarray, b: np.ndarray) -> bool:
-        return a.shape == b.shape and bool(
-            np.all(relative_error(a, b, self.tolerance) <= self.tolerance.rtol)
-        )
+        return close(a, b, self.tolerance)
 
 
 def diagnose_gradients(
@@ -51,23 +52,42 @@ def diagnose_gradients(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     tolerance: Tolerance | None = None,
+    loss: str | None = None,
+    functions: tuple[str, str] = ("fprop", "bprop"),
+    dims: Mapping[str, int] | None = None,
+    inputs: Mapping[str, object] | None = None,
 ) -> dict[str, Diagnosis]:
-    """Diagnose every parameter whose gradient is wrong; correct ones get no entry.
+    """Diagnose every gradient that is wrong; correct ones get no entry.
+
+    Works on a document network's parameters (``W1``, ``b1``...) and on any layer's
+    gradients, keyed by the inputs' names (``x``, ``w``, ``b``) or by the gradients' own
+    (``dx``, ``dw``, ``db``). Causes that need the network (a missing activation
+    derivative, an unsummed bias) are only tried when ``network`` is given.
 
     Args:
-        analytic: what the student's bprop returned, or the exception it raised.
-        reference: the reference gradients (from ``solutions/``), one array per parameter.
+        analytic: what the student's backward function returned, or the exception it raised.
+        reference: the reference gradients (from ``solutions/``), one array per name.
         network: the network (or its architecture), to test the activation hypotheses and
             to check bias gradients against the per-example errors; needs ``example``.
+            Its architecture also declares the loss and the notation of the sentences.
         example: the example bprop was run on (x, y, params, options, lr).
-        numerical_own: finite differences of the student's *own* fprop, to recognise a
-            bprop that is right for a wrong fprop.
-        batch_size: m, to name factors m and 1/m (default: from ``example``).
+        numerical_own: finite differences of the student's *own* forward function, to
+            recognise a backward that is right for a wrong forward.
+        batch_size: the batch size, to name a factor of it (default: from ``example``).
         learning_rate: to name a gradient scaled by it (default: ``example.lr``).
         tolerance: when two gradients count as equal (default: by the student's dtype).
+        loss: the declared loss, e.g. ``"squared"`` (default: the network's). Only a
+            squared loss explains a factor 2 or 1/2 by its 0.5; otherwise the factor is
+            said neutrally.
+        functions: the names of the forward and backward functions, for the sentences,
+            e.g. ``("affine_forward", "affine_backward")``.
+        dims: the assignment's named sizes, e.g. ``{"N": 5, "D": 3}``: a gradient scaled
+            by one of them is named by its symbol (the batch size's symbol too).
+        inputs: the forward function's inputs by name (``{"x": x, "w": w, "b": b}``), to
+            tell gradient names (``dx``) from the variables' names (``x``).
 
     Returns:
-        ``{parameter: Diagnosis}`` for each wrong parameter, in the order of ``reference``.
+        ``{name: Diagnosis}`` for each wrong gradient, in the order of ``reference``.
 
     Example:
         >>> import numpy as np
@@ -75,27 +95,68 @@ def diagnose_gradients(
         >>> d = diagnose_gradients({"W": -r["W"]}, r)
         >>> d["W"].cause, d["W"].evidence["alpha"]
         ('sign_flipped', -1.0)
+        >>> r = {"dx": np.arange(1.0, 7.0).reshape(2, 3)}
+        >>> diagnose_gradients({"dx": r["dx"] / 2}, r)["dx"].sentence[:48]
+        'dx is scaled by 1/2: it is half the expected gra'
     """
+    wording = _wording(network, example, reference, loss, functions, inputs)
     if analytic is None or isinstance(analytic, BaseException):
-        return {name: sentences.not_implemented(name, analytic) for name in reference}
+        return {name: sentences.not_implemented(name, analytic, wording) for name in reference}
     if not isinstance(analytic, Mapping):
-        return {name: sentences.not_a_dict(name, analytic) for name in reference}
+        return {name: sentences.not_a_dict(name, analytic, wording) for name in reference}
     context = _context(
-        analytic, reference, network, example, numerical_own, batch_size, learning_rate, tolerance
+        analytic,
+        reference,
+        wording,
+        network=network,
+        example=example,
+        numerical_own=numerical_own,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        tolerance=tolerance,
+        dims=dims,
     )
-    found = {name: _diagnose(name, context) for name in reference}
+    exchanged = _exchanges(context)
+    found = {
+        name: exchanged[name] if name in exchanged else _diagnose(name, context)
+        for name in reference
+    }
     return {name: diagnosis for name, diagnosis in found.items() if diagnosis is not None}
+
+
+def _wording(
+    network: Network | Architecture | None,
+    example: Example | None,
+    reference: Mapping[str, object],
+    loss: str | None,
+    functions: tuple[str, str],
+    inputs: Mapping[str, object] | None,
+) -> Wording:
+    base = network if isinstance(network, Architecture) or network is None else network.default
+    if loss is None and base is not None:
+        loss = str((example.options if example else {}).get("loss", base.loss))
+    forward, backward = functions
+    return Wording(
+        forward,
+        backward,
+        loss,
+        base.layout if base else None,
+        keyed_by_gradients(reference, inputs),
+    )
 
 
 def _context(
     analytic: Mapping[str, object],
     reference: Mapping[str, np.ndarray],
+    wording: Wording,
+    *,
     network: Network | Architecture | None,
     example: Example | None,
     numerical_own: Mapping[str, np.ndarray] | None,
     batch_size: int | None,
     learning_rate: float | None,
     tolerance: Tolerance | None,
+    dims: Mapping[str, int] | None,
 ) -> _Context:
     arch = None
     if network is not None and example is not None:
@@ -107,8 +168,9 @@ def _context(
     if tolerance is None:
         tolerance = tolerance_for(_dtype(analytic))
     reference = {key: np.asarray(value, dtype=np.float64) for key, value in reference.items()}
+    factors = _factors(batch_size, dims or {}, learning_rate, wording)
     return _Context(
-        analytic, reference, tolerance, arch, example, numerical_own, batch_size, learning_rate
+        analytic, reference, tolerance, wording, factors, arch, example, numerical_own, batch_size
     )
 
 
@@ -122,65 +184,118 @@ def _dtype(analytic: Mapping[str, object]) -> np.dtype:
 
 
 def _diagnose(name: str, ctx: _Context) -> Diagnosis | None:
-    r = ctx.reference[name]
+    r, wording = ctx.reference[name], ctx.wording
     if name not in ctx.analytic:
-        return _misfiled(name, ctx) or sentences.missing(name, list(ctx.reference))
+        return _misfiled(name, ctx) or sentences.missing(name, list(ctx.reference), wording)
     value = ctx.analytic[name]
     if value is None or value is Ellipsis:
-        return sentences.not_implemented(name, None)
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return sentences.not_a_dict(name, value)
-    if a.shape != r.shape and a.size == r.size == 1:
-        a = a.reshape(r.shape)  # a scalar bias gradient for a (1, 1) bias is fine
+        return sentences.not_implemented(name, None, wording)
+    a = as_array(value)
+    if a is None:
+        return sentences.not_a_dict(name, value, wording)
+    a = aligned(a, r)
     if a.shape != r.shape:
         return _shape(name, a, r, ctx)
     if not np.all(np.isfinite(a)):
-        return sentences.not_finite(name, int(np.sum(~np.isfinite(a))))
+        return sentences.not_finite(name, int(np.sum(~np.isfinite(a))), wording)
     if ctx.close(a, r):
         return None
     return _values(name, a, r, ctx)
+
+
+# -- gradients under each other's names ------------------------------------------------------
+
+
+def _exchanges(ctx: _Context) -> dict[str, Diagnosis]:
+    """Gradients returned under another's name: pairs and cycles of any shapes, or one-way.
+
+    Tried before any shape or value check, so that two swapped biases of different shapes
+    get this diagnosis instead of two shape errors.
+    """
+    moved = {name: other for name in ctx.reference if (other := _holds(name, ctx)) is not None}
+    found = {}
+    for name, other in moved.items():
+        a = as_array(ctx.analytic[name])
+        r = ctx.reference[other]
+        evidence = fit(a, r, ctx.tolerance) if a is not None and a.shape == r.shape else {}
+        cycle = _cycle(name, moved)
+        found[name] = (
+            sentences.swapped(cycle, evidence, ctx.wording)
+            if cycle
+            else sentences.misfiled(name, other, evidence, ctx.wording)
+        )
+    return found
+
+
+def _holds(name: str, ctx: _Context) -> str | None:
+    """The other name whose expected gradient the student returned under ``name``, if any."""
+    value, r = ctx.analytic.get(name), ctx.reference[name]
+    a = None if value is None else as_array(value)
+    if a is None or ctx.close(aligned(a, r), r):
+        return None
+    for other, expected in ctx.reference.items():
+        if other != name and np.any(expected) and ctx.close(aligned(a, expected), expected):
+            return other
+    return None
+
+
+def _cycle(start: str, moved: Mapping[str, str]) -> list[str]:
+    """[start, moved[start], ...] when following ``moved`` leads back to start, else []."""
+    path = [start]
+    while (following := moved.get(path[-1])) is not None and following not in path:
+        path.append(following)
+    return path if moved.get(path[-1]) == start and len(path) > 1 else []
+
+
+def _misfiled(name: str, ctx: _Context) -> Diagnosis | None:
+    """A missing gradient found under a key the reference does not have: by value, or by name."""
+    extra = [key for key in ctx.analytic if key not in ctx.reference]
+    r = ctx.reference[name]
+    for key in extra:
+        a = as_array(ctx.analytic[key])
+        if a is not None and ctx.close(aligned(a, r), r):
+            return sentences.wrong_key(name, str(key), ctx.wording)
+    for key in extra:
+        if _alias(str(key), name):
+            return sentences.wrong_key(name, str(key), ctx.wording)
+    return None
+
+
+def _alias(key: str, name: str) -> bool:
+    """'dW1', 'w1', 'grad_W1' for W1; 'x' for dx: the same name, spelt another way."""
+    k, n = key.lower(), name.lower()
+    return k in (n, f"d{n}", f"d_{n}", f"grad_{n}", f"{n}_grad") or f"d{k}" == n
 
 
 # -- wrong shapes -------------------------------------------------------------------------
 
 
 def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
-    layout = ctx.arch.layout if ctx.arch else None
-    if name.startswith("b"):
-        found = _bias_shape(name, a, r, ctx)
+    wording = ctx.wording
+    if ctx.arch is not None and name.startswith("b"):
+        found = _bias_shape(name, a, ctx)
         if found is not None:
             return found
     if a.ndim == 2 and a.shape == r.shape[::-1]:
-        return sentences.transposed(name, layout, _layer(name), ctx.close(a.T, r), shape=a.shape)
-    return sentences.wrong_shape(name, a.shape, r.shape)
+        return sentences.transposed(
+            name, wording.layout, _layer(name), ctx.close(a.T, r), shape=a.shape, wording=wording
+        )
+    if a.size == r.size and ctx.close(a.reshape(r.shape), r):
+        return sentences.flattened(name, a.shape, r.shape, wording)
+    return sentences.wrong_shape(name, a.shape, r.shape, wording)
 
 
-def _bias_shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis | None:
-    columns = (ctx.arch.layout if ctx.arch else "columns") == "columns"
-    batch_axis = 1 if columns else 0
+def _bias_shape(name: str, a: np.ndarray, ctx: _Context) -> Diagnosis | None:
+    """A bias gradient left per example, or summed over the wrong axis: needs the network."""
     per_example = _per_example_bias(name, ctx)
-    m = ctx.batch_size
-    if per_example is not None:
-        if ctx.close(a, per_example):
-            return sentences.bias_not_summed(name, a.shape, columns)
-        summed_wrong = per_example.sum(axis=1 - batch_axis, keepdims=True)
-        if a.size == summed_wrong.size and ctx.close(a.reshape(-1), summed_wrong.reshape(-1)):
-            return sentences.bias_wrong_axis(name, a.shape, columns)
-    elif (
-        m
-        and m > 1
-        and a.ndim == 2
-        and a.shape[batch_axis] == m
-        and a.shape[1 - batch_axis] == r.size
-    ):
-        if ctx.close(a.sum(axis=batch_axis, keepdims=True).reshape(r.shape), r):
-            return sentences.bias_not_summed(name, a.shape, columns)
-    elif m and m > 1 and m != r.size and a.size == m:
+    if per_example is None or ctx.arch is None:
+        return None
+    columns = ctx.arch.layout == "columns"
+    if ctx.close(a, per_example):
+        return sentences.bias_not_summed(name, a.shape, columns)
+    summed_wrong = per_example.sum(axis=0 if columns else 1, keepdims=True)
+    if a.size == summed_wrong.size and ctx.close(a.reshape(-1), summed_wrong.reshape(-1)):
         return sentences.bias_wrong_axis(name, a.shape, columns)
-    if a.size == r.size and ctx.close(a.reshape(r.shape), r) and a.ndim != 2:
-        return sentences.flattened(name, a.shape, r.shape)
     return None
 
 
@@ -203,7 +318,6 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
     ] = (
         _zeros,
         _square_transpose,
-        _swapped,
         _own_fprop,
         _sign,
         _activation,
@@ -214,7 +328,7 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         found = check(name, a, r, ctx, evidence)
         if found is not None:
             return found
-    return sentences.no_simple_pattern(name, evidence)
+    return sentences.no_simple_pattern(name, evidence, ctx.wording)
 
 
 def fit(a: np.ndarray, r: np.ndarray, tolerance: Tolerance | None = None) -> dict[str, float]:
@@ -262,6 +376,8 @@ def _pattern(
 
 
 def _where(wrong: np.ndarray) -> str:
+    if wrong.sum() == 1 and wrong.size > 1:
+        return f"entry {[int(i) for i in np.argwhere(wrong)[0]]}"
     if wrong.ndim != 2 or wrong.all() or not wrong.any():
         return "all entries" if wrong.all() else ""
     rows = [i for i in range(wrong.shape[0]) if wrong[i].any()]
@@ -301,7 +417,7 @@ _KINK = 1e-2
 def _zeros(
     name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
 ) -> Diagnosis | None:
-    return sentences.zeros(name, evidence) if not np.any(a) else None
+    return sentences.zeros(name, evidence, ctx.wording) if not np.any(a) else None
 
 
 def _square_transpose(
@@ -310,50 +426,13 @@ def _square_transpose(
     if a.ndim == 2 and a.shape[0] == a.shape[1] and ctx.close(a, r.T):
         return sentences.transposed(
             name,
-            ctx.arch.layout if ctx.arch else None,
+            ctx.wording.layout,
             _layer(name),
             True,
             shape=a.shape,
             evidence=evidence,
+            wording=ctx.wording,
         )
-    return None
-
-
-def _swapped(
-    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
-) -> Diagnosis | None:
-    for other, expected in ctx.reference.items():
-        if other == name or expected.shape != a.shape or not np.any(expected):
-            continue
-        if ctx.close(a, expected):
-            theirs = ctx.analytic.get(other)
-            back = theirs is not None and _close_to(theirs, r, ctx)
-            return (
-                sentences.swapped(name, other, evidence)
-                if back
-                else sentences.misfiled(name, other, evidence)
-            )
-    return None
-
-
-def _close_to(value: object, r: np.ndarray, ctx: _Context) -> bool:
-    try:
-        return ctx.close(np.asarray(value, dtype=np.float64), r)
-    except (TypeError, ValueError):
-        return False
-
-
-def _misfiled(name: str, ctx: _Context) -> Diagnosis | None:
-    r = ctx.reference[name]
-    for key, value in ctx.analytic.items():
-        if key in ctx.reference:
-            continue
-        try:
-            a = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            continue
-        if a.shape == r.shape and ctx.close(a, r):
-            return sentences.wrong_key(name, str(key))
     return None
 
 
@@ -369,14 +448,14 @@ def _own_fprop(
         rtol=10 * ctx.tolerance.rtol, atol=10 * ctx.tolerance.atol, eps=ctx.tolerance.eps
     )
     if np.all(relative_error(a, own, loose) <= loose.rtol) and not ctx.close(own, r):
-        return sentences.consistent_with_own_fprop(name, evidence)
+        return sentences.consistent_with_own_fprop(name, evidence, ctx.wording)
     return None
 
 
 def _sign(
     name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
 ) -> Diagnosis | None:
-    return sentences.sign_flipped(name, evidence) if ctx.close(a, -r) else None
+    return sentences.sign_flipped(name, evidence, ctx.wording) if ctx.close(a, -r) else None
 
 
 def _activation(
@@ -397,33 +476,55 @@ def _activation(
 def _named_factor(
     name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
 ) -> Diagnosis | None:
-    for factor, label in _factors(ctx):
-        if factor not in (0.0, 1.0) and ctx.close(a, factor * r):
-            return sentences.scaled(name, factor, label, evidence)
+    for factor in ctx.factors:
+        if factor.value not in (0.0, 1.0) and ctx.close(a, factor.value * r):
+            return sentences.scaled(name, factor, evidence, ctx.wording)
     return None
 
 
-def _factors(ctx: _Context) -> list[tuple[float, str]]:
-    factors = [(2.0, "2"), (0.5, "1/2")]
-    m = ctx.batch_size
-    if m and m > 1:
-        factors += [(1.0 / m, "1/m"), (float(m), "m")]
-    if ctx.learning_rate:
-        factors += [(ctx.learning_rate, "lr"), (-ctx.learning_rate, "-lr")]
-    return factors
+def _factors(
+    batch_size: int | None, dims: Mapping[str, int], learning_rate: float | None, wording: Wording
+) -> tuple[Factor, ...]:
+    """The factors a student knows by name, in the order they are tried (2 before m = 2)."""
+    found = [Factor(2.0, "2"), Factor(0.5, "1/2")]
+    for symbol, size, batch in _named_sizes(batch_size, dims, wording):
+        inverse, times = ("1/m", "m") if batch else (f"1/{symbol}", symbol)
+        found += [
+            Factor(1.0 / size, inverse, symbol, size, batch),
+            Factor(float(size), times, symbol, size, batch),
+        ]
+    if learning_rate:
+        found += [Factor(learning_rate, "lr"), Factor(-learning_rate, "-lr")]
+    return tuple(found)
+
+
+def _named_sizes(
+    batch_size: int | None, dims: Mapping[str, int], wording: Wording
+) -> list[tuple[str, int, bool]]:
+    """(symbol, size, is the batch) for the batch size first, then every other named size.
+
+    The batch keeps the caller's symbol for it (``N`` in ``dims``), else the documents' m
+    for a network and N for other code; of several sizes that are equal, the first names it.
+    """
+    named = {int(size): str(symbol) for symbol, size in reversed(list(dims.items()))}
+    found = []
+    if batch_size and batch_size > 1:
+        default = "m" if wording.network else "N"
+        found.append((named.pop(int(batch_size), default), int(batch_size), True))
+    found += [(symbol, size, False) for size, symbol in named.items() if size > 1]
+    return found
 
 
 def _unnamed_factor(
     name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
 ) -> Diagnosis | None:
     # One entry always "fits" a scale: claim a constant factor only where it is checkable.
-    if np.count_nonzero(np.abs(r) > ctx.tolerance.atol) < 2 or evidence["alpha"] == 0.0:
+    alpha = evidence["alpha"]
+    if np.count_nonzero(np.abs(r) > ctx.tolerance.atol) < 2 or alpha == 0.0:
         return None
-    return (
-        sentences.scaled(name, evidence["alpha"], "", evidence)
-        if ctx.close(a, evidence["alpha"] * r)
-        else None
-    )
+    if not ctx.close(a, alpha * r):
+        return None
+    return sentences.scaled(name, Factor(alpha, ""), evidence, ctx.wording)
 
 
 _NAME = re.compile(r"^[A-Za-z]+(\d+)$")

@@ -31,9 +31,15 @@ CAUSES: tuple[str, ...] = (
     "batch_size_one",
     "mutates_inputs",
     "stale_cache",
+    "gradient_ascent",
+    "learning_rate_missing",
+    "learning_rate_twice",
+    "not_updated",
+    "returned_step",
     "no_simple_pattern",
 )
-"""Every cause code a :class:`Diagnosis` can carry; stable, for graders and tests."""
+"""Every cause code a :class:`Diagnosis` can carry (of a gradient or, from
+:func:`~gradcheck.diagnosis.diagnose_update`, of an update); stable, for graders and tests."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """One plain sentence per cause, pointing at the line of math to look at.
 
 Each function builds a :class:`Diagnosis`; the sentence is written for a student reading
-feedback.md: what is wrong with which gradient, then the formula that fixes it.
+feedback.md: what is wrong with which gradient, then the formula that fixes it. A
+:class:`Wording` says what the sentences may assume: the functions' names, the declared
+loss, and whether the code is one of the document networks (row or column vectors, a loss
+summed over the batch). Without it, sentences are neutral: they name what the numbers
+show ("scaled by 1/2") and no loss or layer they cannot know.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from ..networks import Architecture
@@ -17,9 +22,66 @@ _SYMBOL = {"sigmoid": "sigma", "tanh": "tanh", "relu": "relu", "identity": "iden
 _IN_TERMS_OF_A = {"sigmoid": "{a} * (1 - {a})", "tanh": "1 - {a}**2", "relu": "({a} > 0)"}
 
 
-def _make(
+@dataclass(frozen=True)
+class Wording:
+    """What a sentence may say about the code it diagnoses."""
+
+    forward: str = "fprop"
+    """The forward function's name, e.g. ``"affine_forward"``."""
+    backward: str = "bprop"
+    """The backward function's name, e.g. ``"affine_backward"``."""
+    loss: str | None = None
+    """The declared loss (``"squared"``, ``"cross_entropy"``...); None: not declared."""
+    layout: str | None = None
+    """A document network's layout ("rows" or "columns"); None for any other code."""
+    gradient_keys: bool = False
+    """True when the keys already are gradient names ("dx"), False for parameters ("W1")."""
+
+    @property
+    def network(self) -> bool:
+        """True for a document network: its notation (m, delta, a_prev) and summed loss."""
+        return self.layout is not None
+
+    def grad(self, name: str) -> str:
+        """The gradient's name in a sentence: ``dW1`` for ``W1``, ``dx`` for ``dx``."""
+        return name if self.gradient_keys else f"d{name}"
+
+    def var(self, name: str) -> str:
+        """The differentiated variable: ``W1`` for ``W1``, ``x`` for ``dx``."""
+        return name[1:] if self.gradient_keys else name
+
+
+def keyed_by_gradients(names: Iterable[object], inputs: Iterable[str] | None = None) -> bool:
+    """True for keys such as dx, dw, db (of inputs x, w, b): the gradients' own names."""
+    keys = [str(key) for key in names]
+    known = None if inputs is None else set(inputs)
+    return bool(keys) and all(
+        len(key) > 1 and key.startswith("d") and (known is None or key[1:] in known) for key in keys
+    )
+
+
+NEUTRAL = Wording()
+"""Sentences for code the diagnosis knows nothing about."""
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A scale factor with a name the student knows (2, the batch size, a dimension, lr)."""
+
+    value: float
+    code: str
+    """Stable, for ``evidence["factor_name"]``: "2", "1/2", "m", "1/m", "lr", "-lr", "D", "1/D"."""
+    symbol: str = ""
+    """The dimension's symbol as the caller names it (``"N"``, ``"D"``); "" for 2 and lr."""
+    size: int = 0
+    batch: bool = False
+    """True when the dimension is the batch size."""
+
+
+def make(
     name: str, cause: str, sentence: str, evidence: Mapping[str, object] | None = None
 ) -> Diagnosis:
+    """A :class:`Diagnosis` whose evidence is a read-only copy."""
     return Diagnosis(name, cause, sentence, MappingProxyType(dict(evidence or {})))  # type: ignore[arg-type]
 
 
@@ -31,95 +93,122 @@ def _prev(layer: int | None) -> str:
     return "x" if layer in (None, 1) else f"a{layer - 1}"
 
 
-def not_implemented(name: str, error: BaseException | None) -> Diagnosis:
+def not_implemented(
+    name: str, error: BaseException | None, wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g, who = wording.grad(name), wording.backward
     if isinstance(error, NotImplementedError):
-        return _make(
+        return make(
             name,
             "not_implemented",
-            f"bprop raised NotImplementedError: replace the `raise NotImplementedError` "
-            f"with the computation of d{name} and return it under the key {name!r}.",
+            f"{who} raised NotImplementedError: replace the `raise NotImplementedError` "
+            f"with the computation of {g} and return it{_under_key(name, wording)}.",
         )
     if error is not None:
-        return _make(
+        return make(
             name,
             "not_implemented",
-            f"bprop raised {type(error).__name__} before returning d{name}: fix that error "
+            f"{who} raised {type(error).__name__} before returning {g}: fix that error "
             f"first (the traceback shows the line).",
         )
-    return _make(
+    return make(
         name,
         "not_implemented",
-        f"d{name} is not implemented yet (bprop returned None for it): compute it and "
-        f"return it under the key {name!r}.",
+        f"{g} is not implemented yet ({who} returned None for it): compute it and "
+        f"return it{_under_key(name, wording)}.",
     )
 
 
-def not_a_dict(name: str, value: object) -> Diagnosis:
-    return _make(
+def _under_key(name: str, wording: Wording) -> str:
+    # A layer's backward returns a tuple: only the document networks return a dict.
+    return f" under the key {name!r}" if wording.backward == "bprop" else ""
+
+
+def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosis:
+    return make(
         name,
         "missing",
-        f"bprop returned a {type(value).__name__} where d{name} should be: return a dict "
-        f"with one array per parameter, d{name} under the key {name!r}.",
+        f"{wording.backward} returned a {type(value).__name__} where {wording.grad(name)} "
+        f"should be: return a dict with one array per gradient, {wording.grad(name)} under "
+        f"the key {name!r}.",
     )
 
 
-def missing(name: str, names: Sequence[str]) -> Diagnosis:
+def missing(name: str, names: Sequence[str], wording: Wording = NEUTRAL) -> Diagnosis:
     keys = ", ".join(repr(key) for key in names)
-    return _make(
+    return make(
         name,
         "missing",
-        f"bprop returned no gradient under the key {name!r}: return a dict with one entry "
-        f"per parameter, keyed {keys}.",
+        f"{wording.backward} returned no gradient under the key {name!r}: return a dict "
+        f"with one entry per gradient, keyed {keys}.",
     )
 
 
-def wrong_key(name: str, key: str) -> Diagnosis:
-    return _make(
+def wrong_key(name: str, key: str, wording: Wording = NEUTRAL) -> Diagnosis:
+    if wording.gradient_keys:
+        fix = f"use the key {name!r}"
+    else:
+        owner = "the parameter's" if wording.network else "its"
+        fix = f"use {owner} own name {name!r}"
+    return make(
         name,
         "wrong_key",
-        f"the gradient of {name} is returned under the key {key!r}: key each gradient by "
-        f"its parameter's name, {name!r}.",
+        f"the gradient of {wording.var(name)} is returned under the key {key!r}; {fix}.",
         {"key": key},
     )
 
 
-def misfiled(name: str, other: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def misfiled(
+    name: str, other: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    return make(
         name,
         "wrong_key",
-        f"the value returned under {name!r} is the gradient of {other}: check which "
-        f"gradient each key of the returned dict receives.",
+        f"the value returned under {name!r} is the gradient of {wording.var(other)}: "
+        f"check which gradient each name receives.",
         {**evidence, "matches": other},
     )
 
 
-def swapped(name: str, other: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
-        name,
+def swapped(
+    cycle: Sequence[str], evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    """``cycle[i]`` holds the expected gradient of ``cycle[i + 1]``, the last that of the first."""
+    grads = [wording.grad(name) for name in cycle]
+    expected = [f"the expected {grads[(i + 1) % len(grads)]}" for i in range(len(grads))]
+    first, *others = [f"your {mine} {theirs}" for mine, theirs in zip(grads, expected)]
+    # "your dW1 is the expected dW2, your dW2 the expected dW3 and your dW3 the expected dW1"
+    first = first.replace(" the expected", " is the expected", 1)
+    where = ", ".join([first, *others[:-1]]) + f" and {others[-1]}"
+    who = (
+        f"{grads[0]} and {grads[1]} are swapped"
+        if len(cycle) == 2
+        else f"{', '.join(grads[:-1])} and {grads[-1]} are swapped in a cycle"
+    )
+    return make(
+        cycle[0],
         "swapped",
-        f"d{name} and d{other} are swapped: the value under {name!r} is the gradient of "
-        f"{other} and vice versa; check the order in which the layers' gradients are "
-        f"stored.",
-        {**evidence, "matches": other},
+        f"{who}: {where}; check which gradient each name receives.",
+        {**evidence, "matches": cycle[1], "cycle": " -> ".join(cycle)},
     )
 
 
-def zeros(name: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def zeros(name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL) -> Diagnosis:
+    return make(
         name,
         "zeros",
-        f"d{name} is all zeros: it is never computed, or it is overwritten after it is "
-        f"computed (e.g. left at np.zeros_like).",
+        f"{wording.grad(name)} is all zeros: it is never computed, or it is overwritten after "
+        f"it is computed (e.g. left at np.zeros_like).",
         evidence,
     )
 
 
-def not_finite(name: str, count: int) -> Diagnosis:
-    return _make(
+def not_finite(name: str, count: int, wording: Wording = NEUTRAL) -> Diagnosis:
+    return make(
         name,
         "not_finite",
-        f"d{name} has {count} NaN or infinite entr{'y' if count == 1 else 'ies'}: look for "
-        f"a log or a division of a value that reaches 0, or an overflowing exp.",
+        f"{wording.grad(name)} has {count} NaN or infinite entr{'y' if count == 1 else 'ies'}: "
+        f"look for a log or a division of a value that reaches 0, or an overflowing exp.",
         {"not_finite": count},
     )
 
@@ -132,33 +221,41 @@ def transposed(
     *,
     shape: tuple[int, ...],
     evidence: Mapping[str, object] | None = None,
+    wording: Wording = NEUTRAL,
 ) -> Diagnosis:
+    g = wording.grad(name)
     what = (
         "matches the reference transposed" if values_match else f"has the transposed shape {shape}"
     )
     delta, prev = f"delta{layer or ''}", _prev(layer)
-    if name.startswith("b"):
+    if layout is not None and name.startswith("b"):
         fix = "the bias gradient has the shape of the bias itself"
     elif layout == "rows":
-        fix = f"in a row-vector network d{name} = {prev}.T @ {delta}, not {delta}.T @ {prev}"
+        fix = f"in a row-vector network {g} = {prev}.T @ {delta}, not {delta}.T @ {prev}"
     elif layout == "columns":
-        fix = f"in a column-vector network d{name} = {delta} @ {prev}.T, not {prev} @ {delta}.T"
+        fix = f"in a column-vector network {g} = {delta} @ {prev}.T, not {prev} @ {delta}.T"
     else:
-        fix = "swap the operands of the product (delta @ a_prev.T for columns, a_prev.T @ delta for rows)"
-    return _make(
+        fix = (
+            f"a gradient has the shape of its variable {wording.var(name)}; swap (or "
+            f"transpose) the operands of the product that computes it"
+        )
+    return make(
         name,
         "transposed",
-        f"d{name} {what}: {fix}.",
+        f"{g} {what}: {fix}.",
         {**(evidence or {}), "values_match_transpose": int(values_match)},
     )
 
 
-def wrong_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> Diagnosis:
-    return _make(
+def wrong_shape(
+    name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    return make(
         name,
         "wrong_shape",
-        f"d{name} has shape {shape} but {name} has shape {expected}: a gradient always has "
-        f"the shape of its parameter; check which operands the product multiplies.",
+        f"{wording.grad(name)} has shape {shape} but {wording.var(name)} has shape "
+        f"{expected}: a gradient always has the shape of the variable it belongs to; check "
+        f"which operands the product multiplies.",
     )
 
 
@@ -169,7 +266,7 @@ def _axis_fix(name: str, layer: str, columns: bool) -> str:
 
 def bias_not_summed(name: str, shape: tuple[int, ...], columns: bool) -> Diagnosis:
     per = "column" if columns else "row"
-    return _make(
+    return make(
         name,
         "bias_not_summed",
         f"d{name} has shape {shape}, one {per} per example: sum the bias gradient over the "
@@ -184,7 +281,7 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
         if columns
         else "along axis 0 in a row-vector network"
     )
-    return _make(
+    return make(
         name,
         "bias_wrong_axis",
         f"d{name} is summed over the wrong axis (shape {shape}): the examples lie {where}, "
@@ -193,33 +290,54 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
     )
 
 
-def flattened(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> Diagnosis:
-    return _make(
+def flattened(
+    name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    fix = (
+        "keep the summed axis with np.sum(..., keepdims=True)"
+        if wording.network
+        else f"reshape it to the shape of {wording.var(name)} (or keep a summed axis with "
+        f"keepdims=True)"
+    )
+    return make(
         name,
         "flattened",
-        f"d{name} has the right values but shape {shape} instead of {expected}: keep the "
-        f"summed axis with np.sum(..., keepdims=True).",
+        f"{wording.grad(name)} has the right values but shape {shape} instead of "
+        f"{expected}: {fix}.",
         {"shape": str(shape)},
     )
 
 
-def consistent_with_own_fprop(name: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def consistent_with_own_fprop(
+    name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    forward, backward = wording.forward, wording.backward
+    return make(
         name,
         "consistent_with_own_fprop",
-        f"d{name} is the exact gradient of your own fprop, but your fprop computes a "
-        f"different function than the network's: the bug is in the forward pass, "
-        f"not in bprop.",
+        f"{wording.grad(name)} is the exact gradient of your own {forward}, but your "
+        f"{forward} computes a different function than the reference's: the bug is in the "
+        f"forward pass, not in {backward}.",
         evidence,
     )
 
 
-def sign_flipped(name: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def sign_flipped(
+    name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    # "prediction - target" holds for every loss the networks and courses declare (squared,
+    # cross-entropy, softmax); code with no declared loss gets only what the numbers show.
+    knows_loss = wording.network or wording.loss is not None
+    fix = (
+        "the error term is prediction - target (dloss/dyhat = yhat - y), not target - prediction"
+        if knows_loss
+        else "look for a minus sign too many or too few on the way back (a subtraction "
+        "with its operands swapped)"
+    )
+    return make(
         name,
         "sign_flipped",
-        f"d{name} has the sign flipped ({_numbers(evidence)}): the error term is "
-        f"prediction - target (dloss/dyhat = yhat - y), not target - prediction.",
+        f"{wording.grad(name)} has the sign flipped ({_numbers(evidence)}): {fix}.",
         evidence,
     )
 
@@ -233,7 +351,7 @@ def activation(
     in_a = _IN_TERMS_OF_A.get(g, "1").format(a=a)
     evidence = {**evidence, "layer": layer, "activation": g}
     if variant.mode == "none":
-        return _make(
+        return make(
             name,
             "activation_derivative_missing",
             f"d{name} matches the reference with the derivative of layer {layer}'s {g} left "
@@ -241,7 +359,7 @@ def activation(
             evidence,
         )
     if variant.mode == "activation":
-        return _make(
+        return make(
             name,
             "derivative_at_activation",
             f"d{name} matches the reference with {symbol}'({a}) in place of {symbol}'({z}): "
@@ -249,7 +367,7 @@ def activation(
             f"it is {in_a}, not {symbol}'({a}).",
             evidence,
         )
-    return _make(
+    return make(
         name,
         "activation_derivative_twice",
         f"d{name} matches the reference with {symbol}'({z}) applied twice: multiply by the "
@@ -258,88 +376,148 @@ def activation(
     )
 
 
-_FACTOR_WORDS = {
+# The squared loss 0.5 * e**2 explains a factor 2 or 1/2; only said when it is declared.
+_SQUARED_LOSS = {
     "2": "twice the reference: the derivative of 0.5 * (y - yhat)**2 is yhat - y, with no factor 2",
     "1/2": "half the reference: the derivative of 0.5 * e**2 is e, so no second 1/2 belongs here",
+}
+_NEUTRAL_TWO = {
+    "2": "scaled by 2: it is twice the expected gradient; look for a factor 2 that does not "
+    "belong in its formula",
+    "1/2": "scaled by 1/2: it is half the expected gradient; look for a factor 1/2 (or a "
+    "division by 2) that does not belong in its formula",
+}
+# The document networks' loss is a sum over the batch, in their notation m.
+_NETWORK_BATCH = {
     "1/m": (
-        "the reference divided by the batch size m = {m}: the loss is a sum over the batch, "
+        "the reference divided by the batch size m = {n}: the loss is a sum over the batch, "
         "not a mean, so do not divide by m"
     ),
     "m": (
-        "m = {m} times the reference: the matrix product already sums over the batch, so do "
+        "m = {n} times the reference: the matrix product already sums over the batch, so do "
         "not also sum or multiply by m"
-    ),
-    "lr": (
-        "the reference times the learning rate {lr:g}: bprop returns the gradient itself; "
-        "only update applies the learning rate"
-    ),
-    "-lr": (
-        "minus the learning rate {lr:g} times the reference: bprop returns the gradient "
-        "itself, not the update step"
     ),
 }
 
 
-def scaled(name: str, factor: float, label: str, evidence: Mapping[str, object]) -> Diagnosis:
-    evidence = {**evidence, "factor": float(factor)}
-    if label:
-        m = round(1.0 / factor) if label == "1/m" else round(factor)
-        words = _FACTOR_WORDS[label].format(m=m, lr=abs(factor))
-        return _make(name, "scaled", f"d{name} is {words}.", {**evidence, "factor_name": label})
-    return _make(
-        name,
-        "scaled",
-        f"d{name} points the {'right' if factor > 0 else 'opposite'} way and is scaled by "
-        f"{factor:.4g} ({_numbers(evidence)}, "
-        f"the same factor on {evidence.get('consistency', 0.0):.0%} of entries): look for a "
-        f"constant factor in its formula.",
-        evidence,
+def scaled(
+    name: str, factor: Factor, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    """A gradient that is a constant times the expected one; a factor with a code is named."""
+    g, evidence = wording.grad(name), {**evidence, "factor": float(factor.value)}
+    if not factor.code:
+        return make(
+            name,
+            "scaled",
+            f"{g} points the {'right' if factor.value > 0 else 'opposite'} way and is scaled "
+            f"by {factor.value:.4g} ({_numbers(evidence)}, the same factor on "
+            f"{evidence.get('consistency', 0.0):.0%} of entries): look for a constant factor "
+            f"in its formula.",
+            evidence,
+        )
+    words = f"{g} is {_factor_words(factor, wording)}."
+    return make(name, "scaled", words, {**evidence, "factor_name": factor.code})
+
+
+def _factor_words(factor: Factor, wording: Wording) -> str:
+    code, s, n = factor.code, factor.symbol, factor.size
+    if code in _NEUTRAL_TWO:
+        return (_SQUARED_LOSS if wording.loss == "squared" else _NEUTRAL_TWO)[code]
+    if code in ("lr", "-lr"):
+        return _learning_rate_words(factor, wording)
+    if factor.batch and wording.network:
+        return _NETWORK_BATCH[code].format(n=n)
+    if factor.batch:
+        return _BATCH_WORDS[code].format(s=s, n=n)
+    return _DIMENSION_WORDS[code.startswith("1/")].format(s=s, n=n)
+
+
+# Code with a loss of its own: the batch factor is checked, not explained by the loss.
+_BATCH_WORDS = {
+    "1/m": (
+        "scaled by 1/{s} with {s} = {n}, the batch size: it is the expected gradient divided "
+        "by {s}; divide by {s} once, and only if the loss is a mean over the batch"
+    ),
+    "m": (
+        "scaled by {s} with {s} = {n}, the batch size: it is {s} times the expected gradient; "
+        "a loss that is a mean over the batch divides its gradient by {s}, and a product over "
+        "the batch already sums the examples"
+    ),
+}
+_DIMENSION_WORDS = {
+    True: (
+        "scaled by 1/{s} with {s} = {n}: it is the expected gradient divided by {s}; look for "
+        "a division by {s} (a mean over that axis) that does not belong in its formula"
+    ),
+    False: (
+        "scaled by {s} with {s} = {n}: it is {s} times the expected gradient; look for a sum "
+        "over that axis, or a factor {s}, that does not belong in its formula"
+    ),
+}
+
+
+def _learning_rate_words(factor: Factor, wording: Wording) -> str:
+    lr, backward = abs(factor.value), wording.backward
+    if factor.code == "lr":
+        return (
+            f"the reference times the learning rate {lr:g}: {backward} returns the gradient "
+            f"itself; only the update applies the learning rate"
+        )
+    return (
+        f"minus the learning rate {lr:g} times the reference: {backward} returns the "
+        f"gradient itself, not the update step"
     )
 
 
-def no_simple_pattern(name: str, evidence: Mapping[str, object]) -> Diagnosis:
+def no_simple_pattern(
+    name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
     where = evidence.get("pattern", "")
     near = evidence.get("near_kink", "")
     place = f"; the mismatch is in {where}" if where and where != "all entries" else ""
     if near:
         place += f", where {near} ha{'ve' if 'units' in str(near) else 's'} a pre-activation near 0"
-    return _make(
+    return make(
         name,
         "no_simple_pattern",
-        f"d{name} differs from the reference with no simple pattern ({_numbers(evidence)}"
-        f"{place}): recompute it step by step on the smallest example.",
+        f"{wording.grad(name)} differs from the reference with no simple pattern "
+        f"({_numbers(evidence)}{place}): recompute it step by step on the smallest example.",
         evidence,
     )
 
 
-def batch_size_one(name: str, m: int, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def batch_size_one(
+    name: str, m: int, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    return make(
         name,
         "batch_size_one",
-        f"d{name} is right for one example (m=1) but wrong for a batch of m={m}: some step "
+        f"{wording.grad(name)} is right for one example (m=1) but wrong for a batch of m={m}: some step "
         f"mixes up the batch dimension (an elementwise * where a matrix product is needed, "
         f"a sum over the wrong axis, or only the first example used).",
         {**evidence, "batch_size": m},
     )
 
 
-def mutates_inputs(name: str, who: str, where: str) -> Diagnosis:
-    return _make(
+def mutates_inputs(name: str, who: str, where: str, wording: Wording = NEUTRAL) -> Diagnosis:
+    return make(
         name,
         "mutates_inputs",
-        f"{who} modified {where} in place (e.g. with -=, *= or out=), so d{name} and any "
+        f"{who} modified {where} in place (e.g. with -=, *= or out=), so {wording.grad(name)} and any "
         f"later call compute from changed values: write the result into a new array "
         f"instead.",
         {"modified": where},
     )
 
 
-def stale_cache(name: str, evidence: Mapping[str, object]) -> Diagnosis:
-    return _make(
+def stale_cache(
+    name: str, evidence: Mapping[str, object], who: str = "bprop", wording: Wording = NEUTRAL
+) -> Diagnosis:
+    return make(
         name,
         "stale_cache",
-        f"two calls of bprop on the same cache returned different d{name}: bprop depends on "
-        f"state left over from an earlier call (a global, a mutable default argument, or "
-        f"an array it changed).",
+        f"two calls of {who} on the same cache returned different {wording.grad(name)}: {who} "
+        f"depends on state left over from an earlier call (a global, a mutable default "
+        f"argument, or an array it changed).",
         evidence,
     )
