@@ -43,7 +43,8 @@ from .assignments import CONSISTENCY_TOLERANCE, GRADING_TOLERANCE, Assignment, C
 from .checking import _StudentError as StudentError
 from .checking import scalar_loss
 from .comparison import ParameterReport, compare_gradients, relative_error
-from .diagnosis import Diagnosis, annotate, diagnose_batch_sizes, diagnose_gradients, diagnose_repeated_calls
+from .diagnosis import (Diagnosis, annotate, diagnose_batch_sizes, diagnose_gradients,
+                        diagnose_repeated_calls, diagnose_update)
 from .diagnosis.sentences import consistent_with_own_fprop, mutates_inputs
 from .differentiation import central_differences
 from .results import AssignmentResult, CheckResult
@@ -276,6 +277,7 @@ class _Run:
     """Causes found without the own-forward hypothesis, for gradients consistent with it."""
     update_error: str | None = None
     update_report: tuple[ParameterReport, ...] = ()
+    update_diagnosis: str = ""
     behaviour: tuple[str, ...] = ()
     """Inputs modified in place or stale state, found by repeated calls (never scored)."""
 
@@ -403,16 +405,23 @@ def _compare_gradients(assignment: Assignment, run: _Run) -> None:
 
 
 def _annotate(assignment: Assignment, run: _Run) -> None:
-    network, example = _network_context(assignment, run.case)
+    context = _diagnosis_context(assignment, run.case)
     run.gradients = annotate(run.gradients, run.gradients_value, run.reference.gradients,
-                             batch_size=run.case.batch_size, network=network, example=example,
-                             numerical_own=run.numerical_own)
+                             numerical_own=run.numerical_own, **context)
     if any(run.consistent.values()) and isinstance(run.gradients_value, Mapping):
         # The own-forward verdict hides any other cause; ask again without it, so that a
         # loss averaged instead of summed is named as the factor 1/m as well.
-        run.simpler = diagnose_gradients(run.gradients_value, run.reference.gradients,
-                                         network=network, example=example,
-                                         batch_size=run.case.batch_size)
+        run.simpler = diagnose_gradients(run.gradients_value, run.reference.gradients, **context)
+
+
+def _diagnosis_context(assignment: Assignment, case: Case) -> dict[str, Any]:
+    """What the diagnosis needs to speak of this assignment in its own terms."""
+    network, example = _network_context(assignment, case)
+    forward = assignment.functions[0]
+    inputs = None if isinstance(assignment, Network) else dict(case.inputs)
+    return {"network": network, "example": example, "batch_size": case.batch_size,
+            "loss": getattr(assignment, "loss", None), "functions": (forward, _backward_name(assignment)),
+            "dims": dict(case.sizes) or None, "inputs": inputs}
 
 
 def _network_context(assignment: Assignment, case: Case) -> tuple[Any, Any]:
@@ -559,8 +568,11 @@ def _run_updates(box: Any, assignment: Network, runs: Sequence[_Run]) -> None:
         expected.append({k: params[k] - lr * grads[k] for k in params})
         arg_sets.append((params, grads, lr))
     results = box.call_many("update", arg_sets, each=True)
-    for run, result, wanted in zip(runs, results, expected):
+    for run, result, wanted, (params, grads, lr) in zip(runs, results, expected, arg_sets):
         _judge_update(run, result, wanted)
+        if run.update_error or any(not r.ok for r in run.update_report):
+            found = diagnose_update(_plain(result.value) if result.ok else None, params, grads, lr)
+            run.update_diagnosis = next((d.sentence for d in found.values() if d.recognised), "")
 
 
 def _judge_update(run: _Run, result: Any, expected: Mapping[str, np.ndarray]) -> None:
@@ -728,11 +740,12 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
 
 
 def _batch_diagnosis(assignment: Assignment, param: str, one: _Run, many: _Run) -> Diagnosis | None:
-    network, example = _network_context(assignment, many.case)
+    context = _diagnosis_context(assignment, many.case)
     found = diagnose_batch_sizes(one.gradients_value, one.reference.gradients,
                                  many.gradients_value, many.reference.gradients,
-                                 network=network, example_many=example,
-                                 batch_size=many.case.batch_size)
+                                 network=context["network"], example_many=context["example"],
+                                 batch_size=many.case.batch_size, loss=context["loss"],
+                                 functions=context["functions"], dims=context["dims"])
     return found.get(param)
 
 
@@ -777,7 +790,8 @@ def _update_check(assignment: str, runs: Sequence[_Run], rubric: Rubric) -> Chec
             return CheckResult(assignment, "update", "update", 0.0, rubric.update, False,
                                f"Compared {what}: failed on {run.label}.", details=(detail,),
                                example=run.label,
-                               diagnosis=_template_sentence("update", run.update_error))
+                               diagnosis=_template_sentence("update", run.update_error)
+                               or run.update_diagnosis)
     return CheckResult(assignment, "update", "update", rubric.update, rubric.update, True,
                        f"Compared {what}: all match.")
 

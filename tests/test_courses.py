@@ -177,7 +177,12 @@ def test_loss_checks_and_a_sign_flipped_layer_gradient(graded: dict) -> None:
     assert list(softmax) == ["softmax_loss: loss", "softmax_loss: dx"]
     assert "times the reference loss" in softmax["softmax_loss: loss"]["diagnosis"]
     scale = _checks(graded, "buggy", "scale")["scale_backward: dx"]
-    assert "sign" in scale["diagnosis"]
+    assert "sign" in scale["diagnosis"] and "prediction" not in scale["diagnosis"]
+
+
+def test_an_update_that_climbs_the_gradient_is_named(graded: dict) -> None:
+    update = _checks(graded, "buggy", "linear_net")["update"]
+    assert "gradient ascent" in update["diagnosis"]
 
 
 def test_files_that_are_not_assignments_are_listed_not_graded(graded: dict) -> None:
