@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "monitor_kind"]
 
 FRAME = struct.Struct(">Q")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -50,19 +50,19 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: ``server FD`` or ``monitor CONFIG_JSON`` (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["server"]:
-        _serve(int(argv[1]))
+        _serve(int(argv[1]), argv[2] if len(argv) > 2 else None)
     elif argv[:1] == ["monitor"]:
         config = json.loads(argv[1])
         _monitor(config, config["msg_fd"], config["out_fd"], config["status_fd"])
     else:
-        sys.exit("usage: python -m gradcheck._child server FD | monitor CONFIG_JSON")
+        sys.exit("usage: python -m gradcheck._child server FD [SCRATCH_BASE] | monitor CONFIG_JSON")
 
 
 # --- fork server ----------------------------------------------------------------------------
 
 
-def _serve(control_fd: int) -> None:
-    _preload()
+def _serve(control_fd: int, scratch_base: str | None = None) -> None:
+    _preload(scratch_base)
     # Monitors are reaped automatically; the grader learns their fate from the status socket.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Keep the preloaded objects out of the collector: a collection in a forked child would
@@ -73,15 +73,43 @@ def _serve(control_fd: int) -> None:
         received = _receive_with_fds(control, 1)
         if received is None:
             os._exit(0)  # the grader went away
-        _, fds = received
+        data, fds = received
+        kind = _monitor_kind(data)
         if os.fork() == 0:
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _monitor_loop(fds[0])
+            _monitor_loop(fds[0], kind)
         _close_all(fds)
 
 
-def _preload() -> None:
+def monitor_kind(config: dict[str, Any]) -> dict[str, bool]:
+    """The confinement a monitor takes on for all its children, from a sandbox's config.
+
+    Sandboxes are handed only to monitors of their own kind (see ``isolation._MonitorPool``).
+    """
+    layers = config.get("isolation") or {}
+    return {"netns": bool(layers.get("netns", True)), "seccomp": bool(layers.get("seccomp", True)),
+            "kernel": bool(config.get("kernel"))}
+
+
+def _monitor_kind(data: bytes) -> dict[str, bool]:
+    """The kind in the server's request ``b"monitor {json}"``."""
+    try:
+        kind = json.loads(data.split(b" ", 1)[1]) if b" " in data else {}
+    except ValueError:
+        kind = {}
+    kind = kind if isinstance(kind, dict) else {}
+    return monitor_kind({"isolation": kind, "kernel": kind.get("kernel")})
+
+
+def _confine_monitor(kind: dict[str, bool]) -> dict[str, Any]:
+    from gradcheck import confinement
+
+    layers = confinement.Layers(landlock=False, netns=kind["netns"], seccomp=kind["seccomp"])
+    return confinement.confine_monitor(layers, kernel=kind["kernel"])
+
+
+def _preload(scratch_base: str | None = None) -> None:
     # Everything a child needs is imported once here, so that each fork starts warm.
     import nbformat  # noqa: F401
     import numpy  # noqa: F401
@@ -92,7 +120,7 @@ def _preload() -> None:
     import gradcheck.wire  # noqa: F401
     from gradcheck import confinement
 
-    confinement.prepare()  # the rules' folders are opened once, not in every child
+    confinement.prepare(scratch_base)  # rules and filters are made once, not in every child
 
     try:
         _libc()
@@ -134,27 +162,32 @@ def _monitor(config: dict[str, Any], msg_fd: int, out_fd: int, status_fd: int) -
     """Run one sandbox (``monitor CONFIG``, when there is no fork server), then exit."""
     try:
         _set_subreaper()
+        config["inherited"] = _confine_monitor(monitor_kind(config))
         _sandbox(config, msg_fd, out_fd, status_fd, control=None)
     finally:
         os._exit(0)
 
 
-def _monitor_loop(control_fd: int) -> None:
+def _monitor_loop(control_fd: int, kind: dict[str, bool]) -> None:
     """Run sandboxes one after another, each sent on ``control_fd`` as a config and 3 fds.
 
     A monitor serves many sandboxes in turn so that each costs one fork, not two: the
-    monitor's own fork, and the pages its first run copies, are paid once. It never runs
-    student code, and takes the next sandbox only once the last one's processes are all gone.
+    monitor's own fork, and the pages its first run copies, are paid once; so are its
+    network namespace and seccomp filter (``kind``), which every child inherits. It never
+    runs student code, and takes the next sandbox only once the last one's processes are
+    all gone.
     """
     try:
         _set_subreaper()
+        inherited = _confine_monitor(kind)
         control = socket.socket(fileno=control_fd)
         while True:
             received = _receive_with_fds(control, 3)
             if received is None:
                 return  # the grader went away
             data, fds = received
-            if not _sandbox(json.loads(data), *fds, control=control) or _descendants():
+            config = dict(json.loads(data), inherited=inherited)
+            if not _sandbox(config, *fds, control=control) or _descendants():
                 return  # the grader is gone, or something could not be killed: start afresh
     finally:
         os._exit(0)
@@ -499,7 +532,8 @@ def _confine(folder: str, config: dict[str, Any]) -> dict[str, Any]:
     layers = confinement.Layers(**{k: bool(wanted.get(k, True))
                                    for k in ("landlock", "netns", "seccomp", "required")})
     ids = None if config.get("uid") is None else (int(config["uid"]), int(config["gid"]))
-    return confinement.confine(folder, layers, kernel=bool(config.get("kernel")), ids=ids).to_dict()
+    return confinement.confine(folder, layers, kernel=bool(config.get("kernel")), ids=ids,
+                               inherited=config.get("inherited")).to_dict()
 
 
 _WALL_HINT = (" (the grader's sandbox lets student code use only its own folder: no other "

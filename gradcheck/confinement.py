@@ -1,23 +1,27 @@
 """Confine the current process before it runs student code: Landlock, namespaces, seccomp.
 
-One responsibility: turning the freshly forked student child (see :mod:`gradcheck._child`)
-into a process that can read only what Python needs, write only its scratch copy, reach no
-network and touch no other process. Everything is a direct system call through ctypes (no
-dependency, no helper process): per child a few dozen calls, well under a millisecond.
+One responsibility: turning a process that is about to run student code (the student child
+of :mod:`gradcheck._child`) into one that can read only what Python needs, write only its
+scratch copy, reach no network and touch no other process. Everything is a direct system
+call through ctypes: no dependency, no helper process.
 
 Layers, each applied when the kernel allows it (:func:`probe` says which do):
 
-* **netns**: a new network namespace (with a new user namespace when not root), so that no
-  interface exists but a loopback that is down (``--kernel`` brings it up: its kernel talks
-  TCP on 127.0.0.1, private to this child).
+* **netns**: a new network namespace (with a new user namespace when not root): no interface
+  but a loopback that is down (``--kernel`` brings it up: its kernel talks TCP on 127.0.0.1).
+* **seccomp**: ``EPERM`` for ptrace, process_vm_readv/writev, mounts, namespaces, kernel
+  modules, BPF, io_uring and other calls no submission needs; sockets other than Unix ones
+  (``--kernel``: also IPv4/IPv6 and netlink, which its kernel uses on the loopback).
 * **landlock** (ABI 1+): read and execute only the Python installation, its site-packages
   (without gradcheck's reference solutions), the gradcheck package and a few system files;
   read and write only the scratch copy. ABI 4+: no TCP bind or connect (not with ``--kernel``,
   whose ports are chosen after the rules). ABI 6+: no signal to, and no abstract Unix socket
   of, any process outside the sandbox.
-* **seccomp**: ``EPERM`` for ptrace, process_vm_readv/writev, mounts, namespaces, kernel
-  modules, BPF, io_uring and other calls no submission needs; sockets other than Unix ones
-  (``--kernel``: also IPv4/IPv6 and netlink, which its kernel uses on the private loopback).
+
+Where they are paid: a monitor (trusted, one sandbox after another) takes on the namespace
+and the filter once, with :func:`confine_monitor`, and every child it forks inherits them;
+the fork server builds the file-reading Landlock layer once (:func:`prepare`); each child
+then only enforces it and adds its own small layer for its scratch copy (:func:`confine`).
 
 Run ``python -m gradcheck.confinement`` to print what this machine gives.
 """
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Isolation", "Layers", "LEVELS", "IsolationError", "probe", "confine",
-           "scrubbed_environment", "prepare"]
+           "confine_monitor", "scrubbed_environment", "prepare"]
 
 LEVELS = ("strict", "best", "off")
 """``--isolation`` levels: refuse without every layer, use what there is, use none."""
@@ -293,24 +297,32 @@ def _without_nested(rules: dict[str, int]) -> list[tuple[str, int]]:
 
 
 @functools.cache
-def _static_rules() -> tuple[tuple[int, int], ...]:
-    """(O_PATH fd, rights) of every read rule, opened once (the fork server does it first).
+def _opened(paths: tuple[tuple[str, int], ...]) -> tuple[tuple[int, int], ...]:
+    """(O_PATH fd, rights) for each (path, rights); opened once per process.
 
     The descriptors are close-on-exec and useless under Landlock: opening anything through
     them is checked against the rules like any other path.
     """
     opened = []
-    for path, rights in _carve(_read_roots(), _hidden_paths()) + [(_DEVNULL, 0)]:
+    for path, rights in paths:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except OSError:
             continue
-        if path == _DEVNULL:
-            rights = _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
-        if not os.path.isdir(path):
-            rights &= _FILE_RIGHTS
-        opened.append((fd, rights))
+        opened.append((fd, rights if os.path.isdir(path) else rights & _FILE_RIGHTS))
     return tuple(opened)
+
+
+def _carved_rules() -> tuple[tuple[int, int], ...]:
+    """Read rules on the read roots without the solutions (one rule per sibling: many)."""
+    return _opened(tuple(_carve(_read_roots(), _hidden_paths()) + [(_DEVNULL, _FS_READ_FILE)]))
+
+
+def _root_rules() -> tuple[tuple[int, int], ...]:
+    """Read rules on the read roots as they are (few), and /dev/null read-write."""
+    roots = sorted({os.path.realpath(r) for r in _read_roots() if os.path.exists(r)})
+    devnull = _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+    return _opened(tuple(_without_nested(dict.fromkeys(roots, _READ))) + ((_DEVNULL, devnull),))
 
 
 class _PathBeneath(ctypes.Structure):
@@ -318,34 +330,80 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def _landlock(scratch: str, kernel: bool) -> int:
-    """Restrict this process's file access (and TCP, and scope) for good; return the ABI."""
-    abi = landlock_abi()
-    if abi < 1:
-        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
-    handled = _fs_rights(abi)
-    net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 and not kernel else 0
-    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
+def _ruleset(handled: int, net: int, scoped: int, abi: int,
+             rules: Iterable[tuple[int, int]]) -> int:
     attr = struct.pack("=QQQ", handled, net, scoped)[: 24 if abi >= 6 else 16 if abi >= 4 else 8]
     buffer = ctypes.create_string_buffer(attr, len(attr))
     ruleset = _syscall(_SYS_LANDLOCK_CREATE_RULESET, buffer, ctypes.c_size_t(len(attr)),
                        ctypes.c_uint32(0))
     try:
-        # Device nodes made in the scratch copy could open the disk itself: never allowed.
-        scratch_rights = handled & ~(_FS_MAKE_CHAR | _FS_MAKE_BLOCK)
-        scratch_fd = os.open(scratch, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
-        try:
-            rule = _PathBeneath()
-            for fd, rights in _static_rules() + ((scratch_fd, scratch_rights),):
+        rule = _PathBeneath()
+        for fd, rights in rules:
+            if rights & handled:
                 rule.allowed_access, rule.parent_fd = rights & handled, fd
                 _syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset),
                          ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
-        finally:
-            os.close(scratch_fd)
-        _no_new_privileges()
-        _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0))
-    finally:
+    except BaseException:
         os.close(ruleset)
+        raise
+    return ruleset
+
+
+_FILE_READS = _FS_EXECUTE | _FS_READ_FILE
+_READ_LAYERS: dict[str, int] = {}  # scratch base -> ruleset fd of the file-reading layer
+
+
+def _read_layer(base: str) -> int:
+    """The layer that decides which files may be read or run: the carved read roots and ``base``.
+
+    It holds the many rules of the carve-out and depends only on the folder all scratch
+    copies live in, so the fork server builds it once and every child enforces it with one
+    call. The child's own layer (:func:`_landlock`) then narrows ``base`` to its scratch copy.
+    """
+    if base not in _READ_LAYERS:
+        base_fd = os.open(base, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+        try:
+            rules = _carved_rules() + ((base_fd, _FILE_READS),)
+            _READ_LAYERS[base] = _ruleset(_FILE_READS, 0, 0, 1, rules)
+        finally:
+            os.close(base_fd)
+    return _READ_LAYERS[base]
+
+
+def _landlock(scratch: str, kernel: bool) -> int:
+    """Restrict this process's file access (and TCP, and scope) for good; return the ABI.
+
+    Two layers, both enforced: reading and running files (prepared once, see
+    :func:`_read_layer`), then this child's own: the read roots as they are, the scratch copy
+    read-write, TCP and scoping. A file is readable only where both allow it.
+    """
+    abi = landlock_abi()
+    if abi < 1:
+        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
+    base = next((b for b in _READ_LAYERS if scratch.startswith(os.path.join(b, ""))), scratch)
+    reads = _read_layer(base)
+    _no_new_privileges()
+    try:
+        _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(reads), ctypes.c_uint32(0))
+    finally:
+        # Ours alone from here: a rule added through it would reach the next children.
+        for fd in _READ_LAYERS.values():
+            os.close(fd)
+        _READ_LAYERS.clear()
+    handled = _fs_rights(abi)
+    net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 and not kernel else 0
+    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
+    # Device nodes made in the scratch copy could open the disk itself: never allowed.
+    scratch_rights = handled & ~(_FS_MAKE_CHAR | _FS_MAKE_BLOCK)
+    scratch_fd = os.open(scratch, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+    try:
+        own = _ruleset(handled, net, scoped, abi, _root_rules() + ((scratch_fd, scratch_rights),))
+    finally:
+        os.close(scratch_fd)
+    try:
+        _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(own), ctypes.c_uint32(0))
+    finally:
+        os.close(own)
     return abi
 
 
@@ -359,7 +417,7 @@ _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK, _IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 
 
-def _network_namespace(loopback: bool) -> None:
+def _network_namespace() -> None:
     """Enter a new network namespace; as a user, inside a new user namespace mapping only us.
 
     Must run while the process is single-threaded (a fresh fork is).
@@ -375,13 +433,16 @@ def _network_namespace(loopback: bool) -> None:
                 os.write(fd, text.encode())
             finally:
                 os.close(fd)
-    if loopback:
-        import fcntl
-        import socket
 
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            request = struct.pack("16sH14x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING)
-            fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, request)
+
+def _loopback_up() -> None:
+    """Bring ``lo`` up in this namespace (``--kernel``: its Jupyter kernel talks TCP on it)."""
+    import fcntl
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING)
+        fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, request)
 
 
 # --- seccomp ----------------------------------------------------------------------------------
@@ -474,10 +535,20 @@ def _seccomp(kernel: bool) -> None:
 # --- the whole sequence -----------------------------------------------------------------------
 
 
-def prepare() -> None:
-    """Compute and open what every child's rules need, once (the fork server calls it)."""
+def prepare(scratch_base: str | None = None) -> None:
+    """Compute and open, once, what every child's confinement needs (the fork server calls it).
+
+    Args:
+        scratch_base: The folder every scratch copy is made in: the file-reading layer is
+            then built here, once, instead of in each child.
+    """
     if sys.platform.startswith("linux") and landlock_abi() > 0:
-        _static_rules()
+        _root_rules()
+        if scratch_base is not None:
+            try:
+                _read_layer(os.path.realpath(scratch_base))
+            except OSError:
+                pass  # each child tries again, and says why it fails
     for kernel in (False, True):
         try:
             _filter(kernel)
@@ -485,51 +556,83 @@ def prepare() -> None:
             pass
 
 
-def confine(scratch: str, layers: Layers, *, kernel: bool = False,
-            ids: tuple[int, int] | None = None) -> Isolation:
-    """Confine this process for good: namespaces, then the user, then Landlock and seccomp.
+def confine_monitor(layers: Layers, *, kernel: bool = False) -> dict[str, Any]:
+    """The layers a monitor takes on for all the children it will fork: netns, then seccomp.
 
-    The order matters: ``unshare`` needs a single-threaded process and, for a network
-    namespace without a user namespace, root; the user is dropped (``ids``) before the rules
-    that forbid changing it; seccomp comes last because it forbids ``unshare`` itself.
+    A monitor never runs student code and serves one sandbox after another: entering the
+    namespace and installing the filter here (a few milliseconds) is paid once per monitor,
+    not once per child. Children inherit both and can leave neither (the filter forbids
+    ``unshare``/``setns``, and filters cannot be removed). ``kernel`` picks the socket rule
+    of ``--kernel`` children. Failures are reported, not raised: the child decides
+    (:func:`confine`, with ``layers.required``).
+
+    Returns:
+        ``{"netns": bool, "seccomp": bool, "missing": [why, ...]}``, for :func:`confine`.
+    """
+    state: dict[str, Any] = {"netns": False, "seccomp": False, "missing": []}
+    for name, wanted, apply in (("netns", layers.netns, _network_namespace),
+                                ("seccomp", layers.seccomp, lambda: _seccomp(kernel))):
+        if not wanted:
+            continue
+        try:
+            apply()
+            state[name] = True
+        except (OSError, AttributeError, ValueError) as error:
+            state["missing"].append(f"{name}: {_reason(error)}")
+    return state
+
+
+def confine(scratch: str, layers: Layers, *, kernel: bool = False,
+            ids: tuple[int, int] | None = None, inherited: Mapping[str, Any] | None = None) -> Isolation:
+    """Confine this process for good, right before it runs student code.
+
+    The order matters: the namespace first (``unshare`` wants a single-threaded process and,
+    without a user namespace, root), then seccomp (:func:`confine_monitor`; ``inherited``
+    when the monitor did it), then the loopback for ``--kernel`` and the switch to ``ids``
+    while still privileged, and Landlock last (it needs the scratch folder).
 
     Args:
         scratch: The only folder the process may write (its scratch copy).
-        layers: The layers to apply; with ``layers.required`` a failing one raises.
+        layers: The layers to apply; with ``layers.required`` a missing one raises.
         kernel: ``--kernel`` mode: bring the loopback up, allow IP sockets, no TCP rules.
         ids: (uid, gid) to switch to (``--user``, the grader being root).
+        inherited: What :func:`confine_monitor` returned in the parent monitor, if it ran.
 
     Returns:
         The layers in force.
 
     Raises:
-        IsolationError: A required layer failed (the message names it and why).
+        IsolationError: A required layer is missing (the message names it and why).
     """
-    missing: list[str] = []
-    netns = abi = 0
-    seccomp = False
+    state = dict(inherited) if inherited is not None else confine_monitor(layers, kernel=kernel)
+    missing = [str(m) for m in state.get("missing", ())]
+    netns, seccomp = bool(state.get("netns")), bool(state.get("seccomp"))
 
-    def attempt(name: str, apply: Any) -> Any:
+    def fail(name: str, reason: str) -> None:
+        if layers.required:
+            raise IsolationError(f"the {name} layer could not be applied: {reason}")
+        missing.append(f"{name}: {reason}")
+
+    for name, wanted, got in (("netns", layers.netns, netns), ("seccomp", layers.seccomp, seccomp)):
+        if wanted and not got:
+            fail(name, next((m.split(": ", 1)[1] for m in missing if m.startswith(name + ":")),
+                            "not applied"))
+    if kernel and netns:
         try:
-            return apply()
-        except (OSError, AttributeError, ValueError) as error:
-            reason = _reason(error)
-            if layers.required:
-                raise IsolationError(f"the {name} layer could not be applied: {reason}") from None
-            missing.append(f"{name}: {reason}")
-            return 0
-
-    if layers.netns:
-        netns = attempt("netns", lambda: _network_namespace(kernel) or 1)
+            _loopback_up()
+        except OSError as error:
+            fail("netns", f"the loopback cannot be brought up: {_reason(error)}")
     if ids is not None:
         os.setgroups([])
         os.setgid(ids[1])
         os.setuid(ids[0])
+    abi = 0
     if layers.landlock:
-        abi = attempt("landlock", lambda: _landlock(scratch, kernel))
-    if layers.seccomp:
-        seccomp = bool(attempt("seccomp", lambda: _seccomp(kernel) or 1))
-    return Isolation(int(abi), bool(netns), seccomp, kernel, tuple(missing))
+        try:
+            abi = _landlock(scratch, kernel)
+        except (OSError, AttributeError, ValueError) as error:
+            fail("landlock", _reason(error))
+    return Isolation(abi, netns, seccomp, kernel, tuple(dict.fromkeys(missing)))
 
 
 def _reason(error: BaseException) -> str:
@@ -552,6 +655,15 @@ def probe(kernel: bool = False) -> Isolation:
     """
     if not sys.platform.startswith("linux"):
         return Isolation(missing=("landlock: not Linux", "netns: not Linux", "seccomp: not Linux"))
+    import threading
+
+    if threading.active_count() == 1:
+        # A fork of this process (milliseconds) is as good a test as a new interpreter, as
+        # long as there is no other thread (unshare(CLONE_NEWUSER) refuses threaded processes).
+        try:
+            return _self_test(kernel)
+        except (OSError, ValueError):
+            pass
     command = [sys.executable, "-m", "gradcheck.confinement", "--json"] + (["--kernel"] if kernel else [])
     env = dict(scrubbed_environment(os.environ),
                PYTHONPATH=os.pathsep.join(filter(None, [str(_PACKAGE.parent), os.environ.get("PYTHONPATH")])))
@@ -566,7 +678,6 @@ def probe(kernel: bool = False) -> Isolation:
 
 def _self_test(kernel: bool) -> Isolation:
     """Confine a forked child with every layer, and check that each one really holds."""
-    prepare()
     root = tempfile.mkdtemp(prefix="gradcheck-probe-")
     scratch = os.path.join(root, "work")
     os.mkdir(scratch)
@@ -575,6 +686,7 @@ def _self_test(kernel: bool) -> Isolation:
     if pid == 0:  # the confined process cannot delete the scratch folder: its parent does
         os.close(read)
         try:
+            prepare()
             found = confine(scratch, Layers(), kernel=kernel)
             missing = list(found.missing)
             if found.landlock and _readable(root):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import wire
-from gradcheck._child import FRAME
+from gradcheck._child import FRAME, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
@@ -425,13 +425,14 @@ class _Child:
 
     def __init__(self, msg: socket.socket, status: socket.socket, pid: int, drain: _Drain,
                  monitor: subprocess.Popen[bytes] | None, limits: Limits,
-                 control: socket.socket | None = None) -> None:
+                 control: socket.socket | None = None, kind: str = "") -> None:
         self.msg = msg
         self.status = status
         self.pid = pid
         self.drain = drain
         self.monitor = monitor  # a monitor process of our own (no fork server)...
         self.control = control  # ...or a pooled monitor of the fork server's, lent to us
+        self.kind = kind  # the monitor's confinement (see _child.monitor_kind)
         self.limits = limits
         self._status_buffer = b""
         self._others: int | None = None
@@ -452,7 +453,8 @@ class _Child:
                 os.close(out_write)
             pid = _read_hello(status)
             if pid is not None:
-                return cls(msg, status, pid, _Drain(out_read, sink), monitor, limits, control)
+                return cls(msg, status, pid, _Drain(out_read, sink), monitor, limits, control,
+                           _kind_key(config))
             msg.close()
             status.close()
             os.close(out_read)
@@ -497,7 +499,7 @@ class _Child:
             # A monitor that reported the end of the child has killed and reaped everything
             # and waits for the next sandbox; one that did not is let go (it then exits).
             if self.exit_info is not None:
-                _MONITORS.release(self.control)
+                _MONITORS.release(self.control, self.kind)
             else:
                 self.control.close()
             self.control = None
@@ -706,8 +708,8 @@ class _ForkServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
 
-    def new_monitor(self) -> socket.socket | None:
-        """Ask the server to fork a monitor; our end of its socket, None without a server."""
+    def new_monitor(self, kind: str) -> socket.socket | None:
+        """Ask the server to fork a monitor of ``kind``; our end of its socket, None without a server."""
         with self._lock:
             for _attempt in range(2):
                 if self._control is None:
@@ -715,7 +717,7 @@ class _ForkServer:
                 assert self._control is not None
                 ours, theirs = socket.socketpair()
                 try:
-                    socket.send_fds(self._control, [b"monitor"], [theirs.fileno()])
+                    socket.send_fds(self._control, [b"monitor " + kind.encode()], [theirs.fileno()])
                     return ours
                 except OSError:
                     ours.close()
@@ -731,7 +733,8 @@ class _ForkServer:
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "gradcheck._child", "server", str(theirs.fileno())]
+        command = [sys.executable, "-m", "gradcheck._child", "server", str(theirs.fileno()),
+                   _scratch_base()]
         self._process = subprocess.Popen(
             command, pass_fds=[theirs.fileno()], env=_child_env(), cwd="/",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_debug_stream(),
@@ -763,22 +766,22 @@ class _MonitorPool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[socket.socket] = []
+        self._idle: dict[str, list[socket.socket]] = {}  # by kind: a monitor's confinement
 
-    def acquire(self) -> socket.socket | None:
+    def acquire(self, kind: str) -> socket.socket | None:
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return _SERVER.new_monitor()
+            if self._idle.get(kind):
+                return self._idle[kind].pop()
+        return _SERVER.new_monitor(kind)
 
-    def release(self, control: socket.socket) -> None:
+    def release(self, control: socket.socket, kind: str) -> None:
         with self._lock:
-            self._idle.append(control)
+            self._idle.setdefault(kind, []).append(control)
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for control in idle:
+            idle, self._idle = self._idle, {}
+        for control in (c for controls in idle.values() for c in controls):
             control.close()  # the monitor exits
 
 
@@ -792,7 +795,7 @@ def _launch(config: dict[str, Any], fds: list[int]) -> tuple[subprocess.Popen[by
     """Start a sandbox: in a monitor of the fork server's, or in a monitor spawned for it."""
     if hasattr(os, "fork") and os.environ.get("GRADCHECK_FORKSERVER", "1") != "0":
         for _attempt in range(3):
-            control = _MONITORS.acquire()
+            control = _MONITORS.acquire(_kind_key(config))
             if control is None:
                 break
             try:
@@ -807,6 +810,26 @@ def _launch(config: dict[str, Any], fds: list[int]) -> tuple[subprocess.Popen[by
         command, pass_fds=fds, env=_child_env(), cwd="/", stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=_debug_stream(), start_new_session=True,
     ), None
+
+
+def _kind_key(config: dict[str, Any]) -> str:
+    return json.dumps(monitor_kind(config), sort_keys=True)
+
+
+_SCRATCH_BASE: list[str] = []
+
+
+def _scratch_base() -> str:
+    """The folder of this process's scratch copies (the fork server prepares rules for it).
+
+    Others may pass through it (a ``--user`` child reaches its own copy) but not list it.
+    """
+    if not _SCRATCH_BASE or not os.path.isdir(_SCRATCH_BASE[0]):
+        base = tempfile.mkdtemp(prefix="gradcheck-scratch-")
+        os.chmod(base, 0o711)
+        _SCRATCH_BASE[:] = [base]
+        atexit.register(shutil.rmtree, base, True)
+    return _SCRATCH_BASE[0]
 
 
 def _child_env() -> dict[str, str]:
@@ -837,7 +860,7 @@ def _make_scratch(
     The course's support files (helper modules, data) are copied first, so that a student's
     own file of the same name wins, as it would on the student's machine.
     """
-    root = Path(tempfile.mkdtemp(prefix="gradcheck-"))
+    root = Path(tempfile.mkdtemp(prefix="gradcheck-", dir=_scratch_base()))
     scratch = root / "work"
     scratch.mkdir()
     if support is not None and support.is_dir():

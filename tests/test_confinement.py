@@ -105,6 +105,19 @@ def descriptors(count):
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(count)]
     return len(held)
 
+def widen_inherited_rulesets():
+    # A Landlock ruleset left open by the fork server would take rules for the next children.
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+    root = os.open("/", os.O_PATH)
+    widened = []
+    for fd in range(3, 1024):
+        rule = PathBeneath(1 << 2, root)  # READ_FILE on everything
+        if libc.syscall(445, fd, 1, ctypes.byref(rule), 0) == 0:
+            widened.append(fd)
+    return widened
+
 def reference_in_memory(solutions):
     modules = [name for name, module in list(sys.modules.items())
                if "_reference" in name or "solution" in name
@@ -383,3 +396,12 @@ def test_strict_refuses_to_grade_without_a_layer_and_best_warns(tmp_path: Path) 
     assert best.stdout.startswith(f"isolation: landlock {FOUND.landlock}, seccomp\n")
     assert "WARNING: weaker isolation than the default: missing netns" in best.stderr
     assert (tmp_path / "best" / "grades.csv").read_text().splitlines()[1].endswith(",10,10,10")
+
+
+def test_no_child_can_widen_the_rules_of_the_next(student: Path) -> None:
+    needs("landlock")
+    with Sandbox(student) as box:
+        assert call(box, "widen_inherited_rulesets") == (True, "[]")
+    with Sandbox(student) as box:
+        ok, error = call(box, "read", str(SOLUTION_FILE))
+    assert not ok and "PermissionError" in error
