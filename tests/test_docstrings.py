@@ -17,6 +17,7 @@ MODULES = [
     "gradcheck.wire",
     "gradcheck.submissions",
     "gradcheck.reports",
+    "gradcheck.templates",
 ]
 
 
