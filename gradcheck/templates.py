@@ -436,6 +436,9 @@ def _solutions(course_dir: Path) -> list[Path]:
 
 def _out_dir(course_dir: Path, out_dir: Path | str | None) -> Path:
     if out_dir is not None:
+        if Path(out_dir).resolve() == course_dir.resolve():
+            raise TemplateError(f"{out_dir} is the course folder: its templates would overwrite "
+                                "the reference solutions; choose another --out")
         return Path(out_dir)
     bundled = course_dir.resolve() == _BUNDLED_COURSE.resolve()
     return _BUNDLED_OUT if bundled else course_dir / "templates"

@@ -292,6 +292,12 @@ def test_out_chooses_the_templates_folder(course, tmp_path):
     assert not (course / "templates").exists()
 
 
+def test_templates_never_overwrite_the_solutions(course):
+    result = invoke("--course", course, "--out", course)
+    assert result.exit_code == 2 and "would overwrite the reference solutions" in result.output
+    assert (course / "affine.py").read_text() == AFFINE
+
+
 def test_help_writes_nothing(course):
     before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in ASSIGNMENTS.iterdir()}
     for args in (["--help"], ["--course", course, "--help"], ["-h"]):
