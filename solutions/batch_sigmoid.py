@@ -22,7 +22,7 @@ def sigmoid_prime(z):
 
 def fprop(x, y, params):
     """Forward pass; returns the cache that bprop needs, including "loss"."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     W1, W2 = params["W1"], params["W2"]
     z2 = x @ W1
     a2 = sigmoid(z2)
@@ -30,12 +30,12 @@ def fprop(x, y, params):
     yhat = sigmoid(z3)
     loss = 0.5 * np.sum((y - yhat) ** 2)
     return {"X": x, "y": y, "z2": z2, "a2": a2, "z3": z3, "yHat": yhat, "W2": W2, "loss": loss}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def bprop(cache):
     """Backward pass; returns {"W1": dJ/dW1, "W2": dJ/dW2}."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     X, y, z2, a2, z3, yhat, W2 = (cache[k] for k in ("X", "y", "z2", "a2", "z3", "yHat", "W2"))
     # delta3 is the "back propagated error" of the document: -(y - yHat) * sigma'(z3).
     delta3 = -(y - yhat) * sigmoid_prime(z3)  # (m, 1)
@@ -44,11 +44,24 @@ def bprop(cache):
     delta2 = (delta3 @ W2.T) * sigmoid_prime(z2)  # (m, 3)
     dW1 = X.T @ delta2  # (2, m) @ (m, 3)
     return {"W1": dW1, "W2": dW2}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def update(params, grads, lr):
     """One step of gradient descent: a new dict, p - lr * dp for every parameter."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     return {key: params[key] - lr * grads[key] for key in params}
-    # END SOLUTION
+    ### END SOLUTION
+
+
+if __name__ == "__main__":
+    # Check your bprop against finite differences of your own fprop, on a random batch.
+    import gradcheck
+
+    network = gradcheck.networks.get("batch_sigmoid")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    report = gradcheck.check_gradients(
+        fprop, bprop, example.x, example.y, example.params,
+        fprop_kwargs=example.options, name="batch_sigmoid",
+    )
+    print(report)

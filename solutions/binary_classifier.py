@@ -20,7 +20,7 @@ def sigmoid(z):
 
 def fprop(x, y, params):
     """Forward pass; returns the cache that bprop needs, including "loss"."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     W1, b1, W2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
     z1 = W1 @ x + b1
     a1 = sigmoid(z1)
@@ -28,12 +28,12 @@ def fprop(x, y, params):
     a2 = sigmoid(z2)
     loss = -np.sum(y * np.log(a2) + (1 - y) * np.log(1 - a2))
     return {"x": x, "y": y, "z1": z1, "a1": a1, "z2": z2, "a2": a2, "W2": W2, "loss": loss}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def bprop(cache):
     """Backward pass; returns the gradient of the loss for W1, b1, W2, b2."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     x, y, z1, a1, a2 = (cache[k] for k in ("x", "y", "z1", "a1", "a2"))
     # Cross-entropy and sigmoid together: dloss/dz2 = a2 - y (the sigma' cancels).
     dz2 = a2 - y  # (1, m)
@@ -43,11 +43,24 @@ def bprop(cache):
     dW1 = dz1 @ x.T  # (H, m) @ (m, 2)
     db1 = np.sum(dz1, axis=1, keepdims=True)  # (H, 1)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def update(params, grads, lr):
     """One step of gradient descent: a new dict, p - lr * dp for every parameter."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     return {key: params[key] - lr * grads[key] for key in params}
-    # END SOLUTION
+    ### END SOLUTION
+
+
+if __name__ == "__main__":
+    # Check your bprop against finite differences of your own fprop, on a random batch.
+    import gradcheck
+
+    network = gradcheck.networks.get("binary_classifier")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    report = gradcheck.check_gradients(
+        fprop, bprop, example.x, example.y, example.params,
+        fprop_kwargs=example.options, name="binary_classifier",
+    )
+    print(report)

@@ -30,7 +30,7 @@ ACTIVATIONS = {
 
 def fprop(x, y, params, activations=None, loss="squared"):
     """Forward pass; returns the cache that bprop needs, including "loss"."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     n_layers = len(params) // 2
     activations = tuple(activations or ("sigmoid",) * n_layers)
     a, zs, inputs = x, [], []
@@ -45,12 +45,12 @@ def fprop(x, y, params, activations=None, loss="squared"):
         value = -np.sum(y * np.log(a) + (1 - y) * np.log(1 - a))
     return {"y": y, "a": a, "zs": zs, "inputs": inputs, "activations": activations,
             "loss_name": loss, "params": params, "loss": value}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def bprop(cache):
     """Backward pass; returns the gradient of the loss for every W[l] and b[l]."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     y, a, zs, inputs = (cache[k] for k in ("y", "a", "zs", "inputs"))
     activations, params = cache["activations"], cache["params"]
     if cache["loss_name"] == "cross_entropy":
@@ -66,11 +66,24 @@ def bprop(cache):
             # Back through W[l], then through g'(z[l-1]) at the PRE-activation.
             delta = (params[f"W{layer}"].T @ delta) * ACTIVATIONS[activations[layer - 2]][1](zs[layer - 2])
     return grads
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def update(params, grads, lr):
     """One step of gradient descent: a new dict, p - lr * dp for every parameter."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     return {key: params[key] - lr * grads[key] for key in params}
-    # END SOLUTION
+    ### END SOLUTION
+
+
+if __name__ == "__main__":
+    # Check your bprop against finite differences of your own fprop, on a random batch.
+    import gradcheck
+
+    network = gradcheck.networks.get("mlp")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    report = gradcheck.check_gradients(
+        fprop, bprop, example.x, example.y, example.params,
+        fprop_kwargs=example.options, name="mlp",
+    )
+    print(report)

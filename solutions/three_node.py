@@ -20,19 +20,19 @@ def sigmoid(z):
 
 def fprop(x, y, params):
     """Forward pass; returns the cache that bprop needs, including "loss"."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     W1, W2 = params["W1"], params["W2"]
     h = x @ W1  # the hidden layer is linear: no activation here
     o = h @ W2
     yhat = sigmoid(o)
     loss = 0.5 * np.sum((y - yhat) ** 2)
     return {"x": x, "y": y, "h": h, "yhat": yhat, "W2": W2, "loss": loss}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def bprop(cache):
     """Backward pass; returns {"W1": dloss/dW1, "W2": dloss/dW2}."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     x, y, h, yhat, W2 = (cache[k] for k in ("x", "y", "h", "yhat", "W2"))
     # dloss/dyhat = (yhat - y); the sigmoid derivative is applied ONCE: yhat * (1 - yhat).
     delta_o = (yhat - y) * yhat * (1.0 - yhat)  # (m, 1)
@@ -40,11 +40,24 @@ def bprop(cache):
     delta_h = delta_o @ W2.T  # back through W2 (the factor the document forgets)
     dW1 = x.T @ delta_h  # no activation derivative: the hidden layer is linear
     return {"W1": dW1, "W2": dW2}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def update(params, grads, lr):
     """One step of gradient descent: a new dict, p - lr * dp for every parameter."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     return {key: params[key] - lr * grads[key] for key in params}
-    # END SOLUTION
+    ### END SOLUTION
+
+
+if __name__ == "__main__":
+    # Check your bprop against finite differences of your own fprop, on a random batch.
+    import gradcheck
+
+    network = gradcheck.networks.get("three_node")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    report = gradcheck.check_gradients(
+        fprop, bprop, example.x, example.y, example.params,
+        fprop_kwargs=example.options, name="three_node",
+    )
+    print(report)

@@ -18,7 +18,7 @@ def sigmoid(z):
 
 def fprop(x, y, params):
     """Forward pass; returns the cache that bprop needs, including "loss"."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     a0 = x
     a1 = sigmoid(params["W1"] @ a0 + params["b1"])
     a2 = sigmoid(params["W2"] @ a1 + params["b2"])
@@ -26,12 +26,12 @@ def fprop(x, y, params):
     loss = 0.5 * np.sum((y - a3) ** 2)
     return {"a0": a0, "a1": a1, "a2": a2, "a3": a3, "y": y,
             "W2": params["W2"], "W3": params["W3"], "loss": loss}
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def bprop(cache):
     """Backward pass; returns the gradient of the loss for W1, b1, W2, b2, W3, b3."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     a0, a1, a2, a3, y = (cache[k] for k in ("a0", "a1", "a2", "a3", "y"))
     # sigma'(z) = a * (1 - a): the derivative written with the activation a = sigma(z).
     delta3 = (a3 - y) * a3 * (1.0 - a3)  # (1, m)
@@ -43,11 +43,24 @@ def bprop(cache):
         grads[f"W{layer}"] = delta @ a_prev.T
         grads[f"b{layer}"] = np.sum(delta, axis=1, keepdims=True)
     return grads
-    # END SOLUTION
+    ### END SOLUTION
 
 
 def update(params, grads, lr):
     """One step of gradient descent: a new dict, p - lr * dp for every parameter."""
-    # BEGIN SOLUTION
+    ### BEGIN SOLUTION
     return {key: params[key] - lr * grads[key] for key in params}
-    # END SOLUTION
+    ### END SOLUTION
+
+
+if __name__ == "__main__":
+    # Check your bprop against finite differences of your own fprop, on a random batch.
+    import gradcheck
+
+    network = gradcheck.networks.get("two_hidden")
+    example = network.random_example(np.random.default_rng(0), m=4)
+    report = gradcheck.check_gradients(
+        fprop, bprop, example.x, example.y, example.params,
+        fprop_kwargs=example.options, name="two_hidden",
+    )
+    print(report)

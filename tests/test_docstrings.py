@@ -19,6 +19,7 @@ MODULES = [
     "gradcheck.wire",
     "gradcheck.submissions",
     "gradcheck.reports",
+    "gradcheck.templates",
 ]
 
 

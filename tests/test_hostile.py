@@ -193,7 +193,7 @@ CASES: dict[str, tuple[str, str, float, str]] = {
     "lingering_bprop": (wrap_bprop(f"import subprocess\nsubprocess.Popen(['sleep', '{LINGER_MARK}'])\nreturn g"),
                         ".py", 10, "all match"),
     "print200mb_fprop": (wrap_fprop("for _ in range(200):\n    print('x' * 10**6)"), ".py", 10, "more characters cut"),
-    "syntax_error": (SOLUTION + "\ndef broken(:\n    pass\n", ".py", 0, "syntax error on line 49"),
+    "syntax_error": (SOLUTION + "\ndef broken(:\n    pass\n", ".py", 0, f"syntax error on line {SOLUTION.count(chr(10)) + 2}"),
     "import_error": ("import no_such_package_gradcheck_xyz\n" + SOLUTION, ".py", 0,
                      "No module named 'no_such_package_gradcheck_xyz'"),
     "nb_not_json": ("this is { not json", ".ipynb", 0, "not a valid Jupyter notebook"),
