@@ -14,6 +14,8 @@ MODULES = [
     "gradcheck.networks",
     "gradcheck.strategies",
     "gradcheck.fast",
+    "gradcheck.kinks",
+    "gradcheck.sampling",
     "gradcheck.wire",
     "gradcheck.submissions",
     "gradcheck.reports",
