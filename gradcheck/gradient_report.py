@@ -72,7 +72,9 @@ def format_report(report: GradientReport) -> str:
     failing = [p for p in report.parameters if not p.ok]
     noun = report.noun
     if report.ok:
-        head = f"{subject} passed: {len(report.parameters)} {noun} agree ({settings})"
+        size = len(report.parameters)
+        agree = f"1 {noun.removesuffix('s')} agrees" if size == 1 else f"{size} {noun} agree"
+        head = f"{subject} passed: {agree} ({settings})"
     else:
         count = (f"{len(failing)} of {len(report.parameters)} {noun} disagree"
                  if report.parameters and failing else "could not compare" if not report.parameters

@@ -49,9 +49,14 @@ Params = Mapping[str, np.ndarray]
 
 
 def noise_tolerance(tolerance: Tolerance, loss: float, cache: object) -> Tolerance:
-    """``tolerance`` with atol raised to the rounding noise of central differences of ``loss``."""
+    """``tolerance`` with atol raised to the rounding noise of central differences of ``loss``.
+
+    The precision is the loss's own dtype, or ``cache["loss_dtype"]`` when the cache says in
+    what precision the loss's terms were computed (a float32 layer's output, summed in float64).
+    """
     loss_value = cache["loss"] if isinstance(cache, Mapping) and "loss" in cache else loss
-    dtype = np.asarray(loss_value).dtype
+    given = cache.get("loss_dtype") if isinstance(cache, Mapping) else None
+    dtype = np.dtype(given) if given is not None else np.asarray(loss_value).dtype
     machine = np.finfo(dtype).eps if dtype.kind == "f" else np.finfo(np.float64).eps
     noise = 10.0 * machine * max(abs(loss), 1.0) / tolerance.eps
     if noise <= tolerance.atol:

@@ -15,6 +15,7 @@ MODULES = [
     "gradcheck.strategies",
     "gradcheck.fast",
     "gradcheck.kinks",
+    "gradcheck.layers",
     "gradcheck.sampling",
     "gradcheck.wire",
     "gradcheck.submissions",
