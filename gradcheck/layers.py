@@ -348,6 +348,7 @@ class _Layer(_Subject):
         self.who, self.backward_name = _name(forward, "forward"), _name(backward, "backward")
         self.dout, self.seed, self.findings = dout, seed, []
         self.private = arguments.private_copies()
+        self.evaluated = False
 
     def evaluate(self, params: Mapping[str, np.ndarray]) -> dict[str, object]:
         result = self.arguments.call(self.forward, params, self.private)
@@ -355,8 +356,11 @@ class _Layer(_Subject):
             raise StudentError(
                 f"{self.who} returned {describe_value(result)}, not (out, cache): a layer returns "
                 "its output and the cache its backward needs (several outputs: (out1, out2, cache))")
-        outputs = tuple(_output(self.who, i, out) for i, out in enumerate(result[:-1]))
+        # NaN is looked for in the first call's outputs; later, a NaN loss says it.
+        first = not self.evaluated
+        outputs = tuple(_output(self.who, i, out, finite=first) for i, out in enumerate(result[:-1]))
         douts = self._douts(outputs)
+        self.evaluated = True
         loss = sum(_dot(out, d) for out, d in zip(outputs, douts))
         # Summed in float64, but rounded as the outputs were: the comparison's noise floor.
         return {"loss": loss, "cache": result[-1], "loss_dtype": np.result_type(*outputs)}
@@ -415,13 +419,13 @@ def _name(function: Callable[..., object], default: str) -> str:
     return name if name and name != "<lambda>" else default
 
 
-def _output(who: str, index: int, out: object) -> np.ndarray:
+def _output(who: str, index: int, out: object, *, finite: bool) -> np.ndarray:
     array = np.asarray(out) if isinstance(out, (np.ndarray, np.generic, float, int)) else None
     if array is None or array.dtype.kind not in "fiu":
         raise StudentError(f"{who} returned {describe_value(out)} as output {index}, not a float "
                            "array; the last element of what it returns must be the cache")
-    bad = ~np.isfinite(array)
-    if bad.any():
+    bad = ~np.isfinite(array) if finite else None
+    if bad is not None and bad.any():
         raise StudentError(f"{who} returned {int(bad.sum())} non-finite value(s) in output {index}, "
                            f"first at index {tuple(int(i) for i in np.argwhere(bad)[0])}")
     return array
