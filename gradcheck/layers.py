@@ -244,13 +244,22 @@ class _Arguments:
         return {n: np.array(v, copy=True) for n, v in zip(self.names, self.values)
                 if isinstance(v, np.ndarray) and n not in self.differentiable}
 
-    def call(self, function: Callable[..., object], params: Mapping[str, np.ndarray],
-             private: Mapping[str, object]) -> object:
-        args = [params[n] if n in params else private[n] if n in private else _fresh(v)
-                for n, v in zip(self.names, self.values)]
-        if self.keyword:
-            return function(**dict(zip(self.names, args)))
-        return function(*args)
+    def caller(self, function: Callable[..., object], private: Mapping[str, object]
+               ) -> Callable[[Mapping[str, np.ndarray]], object]:
+        """``call(params)``: function on params (differentiated), private copies and the rest.
+
+        The plan is made once: a call costs a list of arguments, the hot path of a check.
+        """
+        plan = tuple((n, 0 if n in self.differentiable else 1 if n in private else
+                      3 if _flat_options(v) else 2, v) for n, v in zip(self.names, self.values))
+        names, keyword = self.names, self.keyword
+
+        def call(params: Mapping[str, np.ndarray]) -> object:
+            args = [params[n] if kind == 0 else private[n] if kind == 1 else
+                    v.copy() if kind == 3 else _fresh(v) for n, kind, v in plan]  # type: ignore[attr-defined]
+            return function(**dict(zip(names, args))) if keyword else function(*args)
+
+        return call
 
 
 def _sequence(inputs: object) -> Sequence[object]:
@@ -310,6 +319,12 @@ def _resolve(item: str | int, names: tuple[str, ...]) -> str:
                           f"{', '.join(map(repr, names))} or give its position (0 to {len(names) - 1})")
 
 
+def _flat_options(value: object) -> bool:
+    """A dict of plain numbers and strings (conv_param): a shallow copy is a full copy."""
+    return isinstance(value, dict) and all(
+        isinstance(v, (int, float, str, bool, type(None))) for v in value.values())
+
+
 def _fresh(value: object) -> object:
     """A copy for one call of containers (dicts of options such as bn_param): state stays out."""
     if isinstance(value, np.ndarray):
@@ -333,6 +348,7 @@ class _Subject:
     notes: tuple[str, ...] = ()
     arguments: _Arguments
     private: dict[str, object]
+    call: Callable[[Mapping[str, np.ndarray]], object]
 
     def evaluate(self, params: Mapping[str, np.ndarray]) -> dict[str, object]:
         raise NotImplementedError
@@ -348,20 +364,27 @@ class _Layer(_Subject):
         self.who, self.backward_name = _name(forward, "forward"), _name(backward, "backward")
         self.dout, self.seed, self.findings = dout, seed, []
         self.private = arguments.private_copies()
+        self.call = arguments.caller(forward, self.private)
         self.evaluated = False
 
     def evaluate(self, params: Mapping[str, np.ndarray]) -> dict[str, object]:
-        result = self.arguments.call(self.forward, params, self.private)
+        result = self.call(params)
         if not isinstance(result, tuple) or len(result) < 2:
             raise StudentError(
                 f"{self.who} returned {describe_value(result)}, not (out, cache): a layer returns "
                 "its output and the cache its backward needs (several outputs: (out1, out2, cache))")
+        if self.evaluated and len(result) == 2:  # the hot path: one output, dout known
+            out, dout = result[0], self.dout[0]  # type: ignore[index]
+            if type(out) is np.ndarray and out.shape == dout.shape:
+                return {"loss": _dot(out, dout), "cache": result[1]}
         # NaN is looked for in the first call's outputs; later, a NaN loss says it.
         first = not self.evaluated
         outputs = tuple(_output(self.who, i, out, finite=first) for i, out in enumerate(result[:-1]))
         douts = self._douts(outputs)
         self.evaluated = True
-        loss = sum(_dot(out, d) for out, d in zip(outputs, douts))
+        loss = sum(map(_dot, outputs, douts))
+        if not first:
+            return {"loss": loss, "cache": result[-1]}
         # Summed in float64, but rounded as the outputs were: the comparison's noise floor.
         return {"loss": loss, "cache": result[-1], "loss_dtype": np.result_type(*outputs)}
 
@@ -399,9 +422,10 @@ class _Loss(_Subject):
         self.loss_fn, self.arguments, self.findings = loss_fn, arguments, []
         self.who = self.backward_name = _name(loss_fn, "loss_fn")
         self.private = arguments.private_copies()
+        self.call = arguments.caller(loss_fn, self.private)
 
     def evaluate(self, params: Mapping[str, np.ndarray]) -> dict[str, object]:
-        result = self.arguments.call(self.loss_fn, params, self.private)
+        result = self.call(params)
         if not isinstance(result, tuple) or len(result) < 2:
             raise StudentError(
                 f"{self.who} returned {describe_value(result)}, not (loss, grad): a loss function "
