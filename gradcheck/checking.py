@@ -227,6 +227,10 @@ _noise_tolerance = noise_tolerance
 
 def _bracket(calls: object, params: dict[str, np.ndarray], key: str, plus: np.ndarray,
              minus: np.ndarray, loss: float, eps: float) -> Bracket:
-    """The former ``_bracket(calls, ...)``: ``calls`` is anything with ``.loss(params)``."""
-    return bracket(calls.loss, params, key, plus, minus, loss, eps)  # type: ignore[attr-defined]
+    """The former ``_bracket(calls, ...)``: ``calls`` is anything with ``.loss(params)``.
+
+    As before, ``left`` and ``right`` are the raw one-sided quotients (``capped=False``).
+    """
+    return bracket(calls.loss, params, key, plus, minus, loss, eps,  # type: ignore[attr-defined]
+                   capped=False)
 

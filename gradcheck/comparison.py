@@ -42,7 +42,11 @@ STRUCTURAL: frozenset[str] = frozenset({"missing", "unexpected", "wrong_shape", 
 
 @dataclass(frozen=True)
 class Bracket:
-    """One-sided difference quotients [left, right] for entries where the loss has a kink."""
+    """Values accepted where the loss has a kink: [left, right] (see :mod:`gradcheck.kinks`).
+
+    From the checks, ``left <= right`` at kinks: both one-sided slopes for a kink at the point,
+    the smooth side's slope alone for a kink off the point.
+    """
 
     left: np.ndarray
     right: np.ndarray

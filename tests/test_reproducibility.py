@@ -177,3 +177,29 @@ def test_a_loss_that_moves_between_calls_has_no_kinks(seed, size):
     p = {"z": np.linspace(-1.0, 1.0, 20)}
     plus, minus, center = _quotients(loss, p, h)
     assert not bracket(loss, p, "z", plus, minus, center, h).kink.any()
+
+
+def test_a_kink_off_the_point_accepts_only_the_smooth_sides_slope():
+    h = 1e-6
+
+    def loss(p):  # slope 1 below 1e-7 above the point, slope 4 beyond: the point is on slope 1
+        return float(np.sum(np.where(p["z"] < 1e-7, p["z"], 1e-7 + 4 * (p["z"] - 1e-7))))
+
+    p = {"z": np.zeros(1)}
+    plus, minus, center = _quotients(loss, p, h)
+    found = bracket(loss, p, "z", plus, minus, center, h)
+    assert found.kink[0] and found.left[0] == pytest.approx(1.0, abs=1e-6)
+    assert found.right[0] == pytest.approx(1.0, abs=1e-6)  # not the slope 4 beyond the kink
+    raw = bracket(loss, p, "z", plus, minus, center, h, capped=False)
+    assert raw.right[0] > 3.0  # the raw one-sided quotient straddles the kink
+
+
+def test_a_jump_in_the_loss_is_not_a_kink():
+    h = 1e-6
+
+    def loss(p):  # a step of height 1 just above the point: no slope accepts it
+        return float(np.sum(p["z"] + (p["z"] > 1e-8)))
+
+    p = {"z": np.zeros(1)}
+    plus, minus, center = _quotients(loss, p, h)
+    assert not bracket(loss, p, "z", plus, minus, center, h).kink.any()
