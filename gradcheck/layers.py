@@ -401,7 +401,8 @@ class _Layer(_Subject):
     def _douts(self, outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         if self.dout is None:
             rng = np.random.default_rng([self.seed, _DOUT_TAG])
-            self.dout = tuple(rng.standard_normal(out.shape).astype(out.dtype) for out in outputs)
+            self.dout = tuple(rng.standard_normal(out.shape).astype(np.result_type(out.dtype, np.float32))
+                              for out in outputs)  # float32 for a float32 layer, else float64
             shapes = ", ".join(str(out.shape) for out in outputs)
             self.notes = (f"dout: standard normal of shape {shapes}, drawn from seed {self.seed}",)
         if len(self.dout) != len(outputs):

@@ -351,3 +351,14 @@ def test_a_correct_affine_layer_passes_and_a_scaled_dw_fails_at_any_shape(n, d1,
 
     report = check_layer(L.affine_forward, scaled, (x, w, b), seed=seed)
     assert [p.name for p in report.parameters if not p.ok] == ["w"]
+
+
+def test_an_integer_output_gets_a_float_dout():
+    seen = []
+
+    def backward(dout, cache):
+        seen.append(dout.dtype)
+        return np.zeros_like(cache)
+
+    report = check_layer(lambda x: (np.zeros(x.shape, dtype=int), x), backward, (normal(3),))
+    assert seen == [np.float64] and report.ok  # a constant output: gradient 0
