@@ -6,7 +6,9 @@ stride 1: P = 6,144 + 108 + 4 = 6,256 differentiable entries (x, w and b).
 
 - full check: wall time of ``check_layer`` against 2P bare forward calls, measured
   interleaved in the same run (target <= 1.05x); the check's calls include its first pass,
-  the two reproducibility calls and the backward pass;
+  the two reproducibility calls and the backward pass; beside it, the check's own cost per
+  call, measured with a forward that returns a fixed output (the whole-check ratio moves by
+  several percent between runs on a shared machine, more than the check adds);
 - fast check: forward calls made (target < 60) and wall time in units of one forward call;
 - ``torch.autograd.gradcheck`` (``F.conv2d``, float64) and jax's ``check_grads``
   (``lax.conv_general_dilated``) when installed: optional, never dependencies; skipped
@@ -94,6 +96,7 @@ def bench_conv(options: Options) -> list[Row]:
             "x (2P forward calls, CPU time)", "<= 1.05",
             f"ok={report.ok}; wall time {ours / limit:.3f}x; {report.evaluations - 2 * size} calls "
             "beyond 2P (first pass, reproducibility, kink tests), plus one backward"),
+        _overhead_row(case, inputs, one),
     ]
     forward.calls = 0
     fast = gradcheck.check_layer(forward, conv.conv_backward_naive, inputs, mode="fast")
@@ -105,6 +108,26 @@ def bench_conv(options: Options) -> list[Row]:
     rows += [_optional(case, "torch.autograd.gradcheck", _torch_conv, one, repeat),
              _optional(case, "jax check_grads", _jax_conv, one, repeat)]
     return rows
+
+
+def _overhead_row(case: str, inputs: tuple[object, ...], one: float) -> Row:
+    """The check's own cost per forward call, with a forward that returns a fixed output.
+
+    Robust where the whole-check ratio is not: on a shared machine two runs of the same 2P
+    forward calls differ by several percent, more than the check adds.
+    """
+    from bench.run import Row
+
+    out, cache = layers().conv_forward_naive(*inputs)
+    gradients = tuple(np.zeros_like(a) for a in inputs[:3])
+    report = gradcheck.check_layer(lambda x, w, b, p: (out, cache), lambda d, c: gradients, inputs)
+    _, cpu = _timed(lambda: gradcheck.check_layer(lambda x, w, b, p: (out, cache),
+                                                  lambda d, c: gradients, inputs))
+    per_call = cpu / report.evaluations
+    return Row("conv", case, "check_layer's own cost per call", report.evaluations, cpu,
+               1.0 + per_call / one, "x (2P forward calls): 1 + overhead / forward", "<= 1.05",
+               f"{per_call * 1e6:.1f} us a call (constant forward, CPU time) against "
+               f"{one * 1e3:.2f} ms a forward call")
 
 
 def _timed(function: Callable[[], object]) -> tuple[float, float]:
