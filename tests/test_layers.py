@@ -362,3 +362,13 @@ def test_an_integer_output_gets_a_float_dout():
 
     report = check_layer(lambda x: (np.zeros(x.shape, dtype=int), x), backward, (normal(3),))
     assert seen == [np.float64] and report.ok  # a constant output: gradient 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 5), st.integers(0, 2**31))
+def test_softmax_loss_passes_and_a_wrong_sign_fails_at_any_shape(n, classes, seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(n, classes)), rng.integers(0, classes, size=n)
+    assert check_loss(L.softmax_loss, x, y).ok
+    flipped = check_loss(lambda x, y: (L.softmax_loss(x, y)[0], -L.softmax_loss(x, y)[1]), x, y)
+    assert not flipped.ok and flipped["x"].status == "mismatch"
