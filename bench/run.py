@@ -9,6 +9,10 @@
   importable, ``torch.autograd.gradcheck`` in float64 (torch is never a dependency).
 - ``fast``: the fast check on an MLP with 1,000,000 parameters: loss evaluations (target
   <= 50, against 2,000,001 for the full check) and wall time in units of one loss call.
+- ``conv``: ``gradcheck.check_layer`` on a naive conv layer (8x3x16x16 input, 4x3x3x3
+  filters, pad 1): the full check against 2P forward calls (target <= 1.05x), the fast
+  check's forward calls (target < 60), beside torch's gradcheck and jax's check_grads when
+  installed (see bench/conv.py).
 - ``memory``: peak RSS of that fast check (in a fresh subprocess, ``resource.getrusage``)
   over the memory of the parameters (target < 3).
 - ``throughput``: ``grader.py --workers 2`` on 200 generated students (five modules each,
@@ -35,6 +39,7 @@ import time
 from collections.abc import Callable
 from copy import copy
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -330,18 +335,23 @@ THROUGHPUT_ASSIGNMENTS = ("three_node", "batch_sigmoid", "two_hidden", "binary_c
 STUDENTS = 200
 
 
-def _bug_corpus() -> object:
-    """``tests/bug_corpus.py`` (one-line bugs of the solutions), loaded by path."""
+def tests_module(stem: str) -> Any:
+    """``tests/STEM.py`` (a helper module of the tests, not a package), loaded by path."""
     import importlib.util
 
-    name = "gradcheck_bench_bug_corpus"
+    name = f"gradcheck_bench_{stem}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "bug_corpus.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{stem}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while the file runs
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _bug_corpus() -> Any:
+    """``tests/bug_corpus.py``: one-line bugs of the solutions."""
+    return tests_module("bug_corpus")
 
 
 def _with_bug(source: str, old: str, new: str) -> str:
@@ -488,9 +498,17 @@ def bench_sandbox(options: Options) -> list[Row]:
     ]
 
 
+def bench_conv(options: Options) -> list[Row]:
+    """check_layer on a naive conv layer (issue 12): see bench/conv.py."""
+    from bench.conv import bench_conv as run
+
+    return run(options)
+
+
 BENCHMARKS: dict[str, Callable[[Options], list[Row]]] = {
     "numerical": bench_numerical,
     "fast": bench_fast,
+    "conv": bench_conv,
     "memory": bench_memory,
     "throughput": bench_throughput,
     "sandbox": bench_sandbox,

@@ -33,6 +33,10 @@ _EXPORTS = {
     "numerical_gradient": "differentiation",
     "directional_derivative": "differentiation",
     "fast_check": "fast",
+    "check_layer": "layers",
+    "check_loss": "layers",
+    "assert_layer_close": "layers",
+    "assert_loss_close": "layers",
 }
 _SUBMODULES = ("networks", "strategies", "diagnosis", "assignments", "courses")
 
@@ -60,4 +64,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .differentiation import directional_derivative, numerical_gradient
     from .errors import GradientMismatchError, InvalidArgument
     from .fast import fast_check
+    from .layers import assert_layer_close, assert_loss_close, check_layer, check_loss
     from .tolerances import DEFAULT_TOLERANCES, Tolerance, tolerance_for

@@ -26,6 +26,8 @@ __all__ = [
     "Bracket",
     "compare_gradients",
     "compare_parameter",
+    "describe_value",
+    "structural_problem",
     "relative_error",
     "norm_difference",
 ]
@@ -34,11 +36,17 @@ Status = Literal[
     "ok", "kink", "mismatch", "missing", "unexpected", "wrong_shape", "not_array", "not_finite"
 ]
 PASSING: frozenset[str] = frozenset({"ok", "kink"})
+STRUCTURAL: frozenset[str] = frozenset({"missing", "unexpected", "wrong_shape", "not_array", "not_finite"})
+"""Statuses of a gradient that could not be compared value by value."""
 
 
 @dataclass(frozen=True)
 class Bracket:
-    """One-sided difference quotients [left, right] for entries where the loss has a kink."""
+    """Values accepted where the loss has a kink: [left, right] (see :mod:`gradcheck.kinks`).
+
+    From the checks, ``left <= right`` at kinks: both one-sided slopes for a kink at the point,
+    the smooth side's slope alone for a kink off the point.
+    """
 
     left: np.ndarray
     right: np.ndarray
@@ -124,7 +132,7 @@ def compare_gradients(
     """
     if not isinstance(analytic, Mapping):
         problem = (
-            f"{what} returned {_describe_value(analytic)}, not a dict of gradients; return "
+            f"{what} returned {describe_value(analytic)}, not a dict of gradients; return "
             f"{{{', '.join(repr(k) for k in reference)}}} mapped to arrays"
         )
         reports = tuple(
@@ -160,7 +168,7 @@ def compare_parameter(
 ) -> ParameterReport:
     """Validate one returned gradient and compare it with the reference entry by entry."""
     base = dict(name=name, expected_shape=tuple(expected.shape), size=int(expected.size))
-    problem = _structural_problem(name, value, expected, what, present)
+    problem = structural_problem(name, value, expected, what, present)
     if problem is not None:
         status, returned_shape, message = problem
         return ParameterReport(status=status, returned_shape=returned_shape,
@@ -196,18 +204,19 @@ def compare_parameter(
     )
 
 
-def _structural_problem(
+def structural_problem(
     name: str, value: object, expected: np.ndarray, what: str, present: bool
 ) -> tuple[Status, tuple[int, ...] | None, str] | None:
+    """(status, returned shape, message) when ``value`` cannot be compared with ``expected``."""
     if not present or value is None:
         reason = "no key" if not present else "None"
         return "missing", None, f"{what} returned {reason} for {name!r}"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (np.ndarray, np.generic, int, float, list, tuple)):
-        return "not_array", None, f"{what} returned {_describe_value(value)} for {name!r}, not an array"
+        return "not_array", None, f"{what} returned {describe_value(value)} for {name!r}, not an array"
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        return "not_array", None, f"{what} returned {_describe_value(value)} for {name!r}, which is not numeric"
+        return "not_array", None, f"{what} returned {describe_value(value)} for {name!r}, which is not numeric"
     if array.shape != expected.shape:
         if array.size == expected.size == 1:
             return None  # a scalar bias gradient of shape () or (1,) for (1, 1) is fine
@@ -256,7 +265,8 @@ def _mismatch_message(name: str, mismatched: int, size: int, kinks: int) -> str:
     return f"{name}: {mismatched} of {size} entries differ from the reference{kink_note}"
 
 
-def _describe_value(value: object) -> str:
+def describe_value(value: object) -> str:
+    """A few words for any value: "None", "a list of 3 items", "an array of shape (2, 3)"."""
     if value is None:
         return "None"
     marked = getattr(value, "type_name", None)  # a value the process boundary could not carry
@@ -271,3 +281,8 @@ def _describe_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return f"a {kind} of {len(value)} items"
     return f"a {kind}"
+
+
+# Former private names, kept for modules that import them.
+_structural_problem = structural_problem
+_describe_value = describe_value

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InvalidArgument
 from .tolerances import tolerance_for
 
-__all__ = ["numerical_gradient", "directional_derivative", "Method", "METHODS"]
+__all__ = ["numerical_gradient", "directional_derivative", "validate_params", "Method", "METHODS"]
 
 Method = Literal["central", "forward", "backward", "complex", "richardson"]
 METHODS: tuple[str, ...] = ("central", "forward", "backward", "complex", "richardson")
@@ -64,7 +64,7 @@ def numerical_gradient(
         >>> np.allclose(g["w"], [2.0, 4.0])
         True
     """
-    _check_params(params)
+    validate_params(params)
     if method not in METHODS:
         raise InvalidArgument(f"method={method!r} is not one of {', '.join(METHODS)}")
     if method == "complex":
@@ -165,7 +165,7 @@ def directional_derivative(
         >>> round(directional_derivative(lambda q: float(np.sum(q["w"] ** 2)), p, u), 6)
         2.0
     """
-    _check_params(params)
+    validate_params(params)
     step = eps if eps is not None else _default_eps(params)
     saved = {key: params[key].copy() for key in direction}
     try:
@@ -277,7 +277,8 @@ def _default_eps(params: Params) -> float:
     return max(tolerance_for(value.dtype).eps for value in params.values()) if params else 1e-6
 
 
-def _check_params(params: Params) -> None:
+def validate_params(params: Params) -> None:
+    """Raise :class:`InvalidArgument` unless ``params`` is a dict of writeable float arrays."""
     if not isinstance(params, Mapping):
         raise InvalidArgument(
             f"params must be a dict of numpy arrays, not {type(params).__name__}"
@@ -298,3 +299,6 @@ def _check_params(params: Params) -> None:
                 f"params[{key!r}] is read-only; gradcheck perturbs entries in place and "
                 "restores them, so pass a writeable array (a .copy())"
             )
+
+
+_check_params = validate_params  # the former private name, kept for modules that import it

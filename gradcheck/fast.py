@@ -47,34 +47,24 @@ Example:
     >>> sol = net.solution()
     >>> report = fast_check(sol.fprop, sol.bprop, ex.x, ex.y, ex.params, fprop_kwargs=ex.options)
     >>> report.ok, report.evaluations
-    (True, 27)
+    (True, 29)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .checking import (
-    GradientReport,
-    _Counter,
-    _first_pass,
-    _mutations,
-    _noise_tolerance,
-    _settings,
-    _StudentError,
-)
-from .comparison import (
-    Bracket,
-    ParameterReport,
-    _structural_problem,
-    compare_gradients,
-    compare_parameter,
-)
-from .differentiation import _check_params, central_differences
+from .comparison import ParameterReport, compare_gradients, compare_parameter, structural_problem
+from .differentiation import central_differences, validate_params
 from .errors import InvalidArgument
+from .evaluation import CheckOptions, LossCalls, StudentError, copy_arrays, first_pass, not_reproducible
+from .gradient_report import GradientReport
+from .kinks import noise_tolerance
+from .sampling import compare_sampled, restrict_to_entries, sample_entries, sampling_notes  # noqa: F401
 from .tolerances import Tolerance
 
 __all__ = [
@@ -84,11 +74,14 @@ __all__ = [
     "direction",
     "fast_check",
     "restrict_to_entries",
+    "run_fast_check",
     "sample_entries",
 ]
+# compare_sampled, restrict_to_entries, sample_entries and sampling_notes live in
+# gradcheck.sampling; they are importable from here as before.
 
 DEFAULT_PROBES = 4
-"""Probes per parameter: a network of L layers with biases costs 1 + 16 L loss calls."""
+"""Probes per parameter: a network of L layers with biases costs 3 + 16 L loss calls."""
 DEFAULT_SAMPLE = 100
 """Entries checked one by one in a failing parameter larger than this."""
 _CHUNK = 1 << 16
@@ -135,11 +128,13 @@ def fast_check(
 ) -> GradientReport:
     """Check ``bprop`` with ``probes`` random directional derivatives per parameter.
 
-    Costs ``1 + 2 * probes * (number of parameters)`` fprop calls when the gradients are
+    Costs ``3 + 2 * probes * (number of parameters)`` fprop calls when the gradients are
     right, whatever the parameters' sizes (a parameter with at most ``probes`` entries is
     checked entry by entry instead, which is cheaper). A failing parameter costs more: it
     is checked entry by entry (at most ``max_entries`` of them, plus ``2 log2(size)`` calls
-    to bisect to a wrong entry). See the module docstring for the detection guarantee:
+    to bisect to a wrong entry). The 3 are the first call (with bprop) and two calls at the
+    starting point, after bprop and at the end, that fail the check when the loss is not
+    reproducible. See the module docstring for the detection guarantee:
     a wrong gradient passes with probability at most ``(tau / max|error|) ** probes``.
 
     Args:
@@ -165,42 +160,65 @@ def fast_check(
         >>> gradcheck.check_gradients(sol.fprop, sol.bprop, ex.x, ex.y, ex.params, mode="fast").ok
         True
     """
-    _check_params(params)
-    if probes < 1 or (max_entries is not None and max_entries < 1):
+    validate_params(params)
+    options = CheckOptions(mode="fast", eps=eps, rtol=rtol, atol=atol, seed=seed, name=name,
+                           probes=probes, max_entries=max_entries)
+    kwargs = dict(fprop_kwargs or {})
+
+    def evaluate(p: Mapping[str, np.ndarray]) -> object:
+        return fprop(x.copy(), y.copy(), p, **kwargs)
+
+    return run_fast_check(LossCalls(evaluate, who="fprop"), bprop, params, options)
+
+
+def run_fast_check(calls: LossCalls, backprop: Callable[[object], object],
+                   params: Mapping[str, np.ndarray], options: CheckOptions) -> GradientReport:
+    """The fast check of ``backprop`` against directional derivatives of ``calls``.
+
+    The engine of :func:`fast_check`, for any ``evaluate(params) -> {"loss": ...}`` (see
+    :func:`gradcheck.checking.run_check`).
+    """
+    probes = DEFAULT_PROBES if options.probes is None else options.probes
+    max_entries = sys.maxsize if options.max_entries == "all" else options.max_entries
+    if probes < 1 or (max_entries is not None and max_entries < 1):  # type: ignore[operator]
         raise InvalidArgument(
             f"probes={probes} and max_entries={max_entries} must be at least 1; "
             f"the default is probes={DEFAULT_PROBES}, max_entries={DEFAULT_SAMPLE}"
         )
-    tolerance, settings = _settings(params, eps, rtol, atol, name, "directional")
-    calls = _Counter(fprop, x, y, dict(fprop_kwargs or {}))
+    tolerance, settings = options.settings(params, "directional")
     # One C-ordered copy for everything: fprop/bprop run on it, then the probes perturb
     # it in place through flat views and restore it from the caller's arrays.
-    work = {key: np.array(value, order="C", copy=True) for key, value in params.items()}
-    first = _first_pass(calls, bprop, work, tolerance, settings)
+    work = copy_arrays(params)
+    first = first_pass(calls, backprop, work, tolerance, settings, who=options.backward)
     if isinstance(first, GradientReport):
         return first
     cache, loss, analytic = first
-    noisy = _noise_tolerance(tolerance, loss, cache)
+    noisy = noise_tolerance(tolerance, loss, cache)
     del cache  # the cache may hold large activations; the probes do not need it
-    warnings = _mutations(params, work, "fprop or bprop") if _changed(params, work) else ()
+    problems, warnings = options.mutations(params, work, f"{calls.who} or {options.backward}")
     if not isinstance(analytic, Mapping):
-        reports, problems = compare_gradients(analytic, params, noisy)
-        return GradientReport(reports, problems=problems, warnings=warnings, loss=loss,
-                              tolerance=noisy, evaluations=calls.count, **settings)  # type: ignore[arg-type]
+        reports, returned = compare_gradients(analytic, params, noisy, what=options.backward)
+        return GradientReport(reports, problems=(*problems, *returned), warnings=warnings, loss=loss,
+                              tolerance=noisy, evaluations=calls.count, **settings)
     for key in work:  # reuse the one copy: probes perturb it in place and restore it
         np.copyto(work[key], params[key])
-    prober = _Prober(calls, work, params, noisy, seed)
+    prober = _Prober(calls, work, params, noisy, options.seed)
     try:
-        reports = [_check_parameter(prober, key, analytic, probes, max_entries or DEFAULT_SAMPLE)
-                   for key in params]
-    except _StudentError as error:
-        return GradientReport((), problems=(f"while differentiating numerically: {error}",),
-                              loss=loss, tolerance=noisy, evaluations=calls.count, **settings)  # type: ignore[arg-type]
-    reports += [_unexpected(key, params) for key in analytic if key not in params]
-    note = (f"fast check: {probes} random directional derivatives per parameter (seed {seed}); "
+        drift = not_reproducible(calls, work, loss, f"after {options.backward}", options.backward)
+        reports = [_check_parameter(prober, key, analytic, probes, max_entries or DEFAULT_SAMPLE,
+                                    options.backward) for key in params]
+        drift = drift or not_reproducible(calls, work, loss, "after the directional derivatives",
+                                          options.backward)
+    except StudentError as error:
+        return GradientReport((), problems=(*problems, f"while differentiating numerically: {error}"),
+                              loss=loss, tolerance=noisy, evaluations=calls.count, **settings)
+    later, _ = options.mutations(params, work, calls.who)
+    reports += [_unexpected(key, params, options.backward) for key in analytic if key not in params]
+    note = (f"fast check: {probes} random directional derivatives per parameter (seed {options.seed}); "
             "a failing parameter is then checked entry by entry")
-    return GradientReport(tuple(reports), warnings=(*warnings, note), loss=loss, tolerance=noisy,
-                          evaluations=calls.count, **settings)  # type: ignore[arg-type]
+    return GradientReport(tuple(reports), problems=(*problems, *((drift,) if drift else ()), *later),
+                          warnings=(*warnings, note), loss=loss, tolerance=noisy,
+                          evaluations=calls.count, **settings)
 
 
 def direction(seed: int, parameter: int, probe: int, size: int,
@@ -244,7 +262,7 @@ def _chunk(seed: int, parameter: int, probe: int, chunk: int, length: int,
 class _Prober:
     """Directional derivatives over a slice of one parameter, in place, restored exactly."""
 
-    def __init__(self, calls: _Counter, work: dict[str, np.ndarray],
+    def __init__(self, calls: LossCalls, work: dict[str, np.ndarray],
                  original: Mapping[str, np.ndarray], tolerance: Tolerance, seed: int) -> None:
         self.calls, self.work, self.tolerance, self.seed = calls, work, tolerance, seed
         self.flat = {key: value.reshape(-1) for key, value in work.items()}  # views: work is C-ordered
@@ -290,11 +308,11 @@ class _Prober:
 
 
 def _check_parameter(prober: _Prober, key: str, analytic: Mapping[str, object],
-                     probes: int, max_entries: int) -> ParameterReport:
+                     probes: int, max_entries: int, what: str = "bprop") -> ParameterReport:
     expected = prober.work[key]
     value, present = analytic.get(key), key in analytic
-    if _structural_problem(key, value, expected, "bprop", present) is not None:
-        return compare_parameter(key, value, expected, prober.tolerance, present=present)
+    if structural_problem(key, value, expected, what, present) is not None:
+        return compare_parameter(key, value, expected, prober.tolerance, present=present, what=what)
     gradient = np.ascontiguousarray(value, dtype=np.float64).reshape(-1)
     if expected.size <= probes:  # entry by entry is no dearer than probing
         return _entries_report(prober, key, value, range(expected.size))
@@ -363,87 +381,7 @@ def _entries_report(prober: _Prober, key: str, value: object, entries: Iterable[
     return compare_sampled(key, value, samples.gradient[key], indices, prober.tolerance)
 
 
-def sample_entries(params: Mapping[str, np.ndarray], max_entries: int, seed: int = 0,
-                   *, index: int | None = None) -> dict[str, np.ndarray]:
-    """A seeded sample of ``max_entries`` flat indices for every parameter larger than that.
-
-    Every parameter counts, biases included; smaller parameters are left out (checked in
-    full). ``index`` fixes the parameter's position when sampling one parameter alone.
-
-    Example:
-        >>> sample = sample_entries({"W": np.zeros((100, 50)), "b": np.zeros((10, 1))}, 20, seed=1)
-        >>> sorted(sample), sample["W"].size
-        (['W'], 20)
-    """
-    if max_entries < 1:
-        raise InvalidArgument(f"max_entries must be at least 1, got {max_entries}")
-    chosen = {}
-    for position, (key, value) in enumerate(params.items()):
-        if value.size > max_entries:
-            rng = np.random.default_rng([seed, 1, position if index is None else index])
-            chosen[key] = np.sort(rng.choice(value.size, size=max_entries, replace=False))
-    return chosen
-
-
-def compare_sampled(name: str, value: object, numerical: np.ndarray, entries: np.ndarray,
-                    tolerance: Tolerance, bracket: Bracket | None = None) -> ParameterReport:
-    """Compare a (structurally valid) gradient with the reference on some flat entries only.
-
-    ``size`` and ``mismatched`` count the entries compared; ``extras["checked"]`` and
-    ``extras["entries"]`` give how many were checked out of how many, and ``worst_index``
-    is an index into the whole parameter.
-    """
-    shape = tuple(numerical.shape)
-    a = np.asarray(value, dtype=np.float64).reshape(-1)[entries]
-    r = numerical.reshape(-1)[entries]
-    sub = None if bracket is None else Bracket(*(np.asarray(part).reshape(-1)[entries]
-                                                for part in (bracket.left, bracket.right, bracket.kink)))
-    report = compare_parameter(name, a, r, tolerance, bracket=sub)
-    worst = report.worst_index
-    full_index = (tuple(int(i) for i in np.unravel_index(int(entries[worst[0]]), shape))
-                  if worst else None)
-    total = int(np.prod(shape))
-    message = (f"{name}: {report.mismatched} of {entries.size} checked entries (a sample of "
-               f"{total}) differ from the reference" if report.mismatched else "")
-    return replace(report, expected_shape=shape, returned_shape=tuple(np.shape(value)),
-                   worst_index=full_index, message=message,
-                   extras={**report.extras, "checked": int(entries.size), "entries": total})
-
-
-def restrict_to_entries(reports: tuple[ParameterReport, ...], analytic: object,
-                        numerical: Mapping[str, np.ndarray], entries: Mapping[str, np.ndarray],
-                        tolerance: Tolerance, brackets: Mapping[str, Bracket] | None = None,
-                        ) -> tuple[ParameterReport, ...]:
-    """Redo the comparison of sampled parameters on their sampled entries only.
-
-    Used by the full check with ``max_entries``: the numerical gradient is NaN off the
-    sample, so the whole-array comparison of those parameters is replaced.
-    """
-    if not isinstance(analytic, Mapping):
-        return reports
-    out = []
-    for report in reports:
-        sample = entries.get(report.name)
-        if sample is None or report.status in ("missing", "unexpected", "wrong_shape", "not_array", "not_finite"):
-            out.append(report)
-            continue
-        out.append(compare_sampled(report.name, analytic[report.name], numerical[report.name],
-                                   np.asarray(sample), tolerance, (brackets or {}).get(report.name)))
-    return tuple(out)
-
-
-def sampling_notes(entries: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> tuple[str, ...]:
-    """One note per sampled parameter: how many entries were checked out of how many."""
-    return tuple(f"{key}: {len(sample)} of {params[key].size} entries checked (a seeded sample)"
-                 for key, sample in entries.items())
-
-
-def _changed(original: Mapping[str, np.ndarray], used: Mapping[str, np.ndarray]) -> bool:
-    # A cheap first look (no NaN masks): the full comparison runs only if something differs.
-    return not all(np.array_equal(original[key], used[key]) for key in original)
-
-
-def _unexpected(key: object, params: Mapping[str, np.ndarray]) -> ParameterReport:
+def _unexpected(key: object, params: Mapping[str, np.ndarray], what: str = "bprop") -> ParameterReport:
     return ParameterReport(str(key), "unexpected",
-                           message=f"bprop returned a gradient for {key!r}, which is not a parameter "
+                           message=f"{what} returned a gradient for {key!r}, which is not a parameter "
                                    f"(the parameters are {', '.join(params)})")

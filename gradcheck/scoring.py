@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .assignments import CONSISTENCY_TOLERANCE, GRADING_TOLERANCE, Assignment, Call, Case, Layer, Loss, Network
-from .checking import _StudentError as StudentError
-from .checking import scalar_loss
+from .evaluation import StudentError, scalar_loss
 from .comparison import ParameterReport, compare_gradients, relative_error
 from .diagnosis import (Diagnosis, annotate, diagnose_batch_sizes, diagnose_gradients,
                         diagnose_repeated_calls, diagnose_update)

@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..checking import _bracket, _noise_tolerance
+from ..kinks import bracket as kink_bracket
+from ..kinks import noise_tolerance
 from ..comparison import Bracket
 from ..differentiation import central_differences
 from ..networks import Architecture, Example, Network
@@ -95,7 +96,7 @@ def judge_mismatches(
     h = eps or tolerance.eps
     calls, raw = _Calls(loss_fn), loss_fn(work)
     loss = calls.loss(work)
-    floor = _noise_tolerance(tolerance, loss, {"loss": np.asarray(raw)}).atol
+    floor = noise_tolerance(tolerance, loss, {"loss": np.asarray(raw)}).atol
     samples = central_differences(calls.loss, work, h)
     verdicts: list[Verdict] = []
     for key, value in analytic.items():
@@ -105,16 +106,9 @@ def judge_mismatches(
         )
         if not wrong.any():
             continue
-        # checking's bracket only calls calls.loss(params): _Calls provides exactly that.
-        bracket = _bracket(
-            calls,  # type: ignore[arg-type]
-            work,
-            key,
-            samples.loss_plus[key],
-            samples.loss_minus[key],
-            loss,
-            h,
-        )
+        # The raw one-sided quotients (capped=False): the diagnosis reasons about them.
+        bracket = kink_bracket(calls.loss, work, key, samples.loss_plus[key],
+                               samples.loss_minus[key], loss, h, capped=False)
         flat = np.flatnonzero(wrong)
         only: dict[str, np.ndarray | list[int]] = {
             other: (flat if other == key else []) for other in work
