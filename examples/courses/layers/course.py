@@ -34,8 +34,8 @@ ASSIGNMENTS = (
             expected={"out": [[-0.5, 1.0, 4.0, 3.0], [-1.5, 0.0, 5.0, 4.0]]}),),
         rubric=Rubric(forward=2, backward=6),
         title="Affine (fully connected) layer",
-        notation="$\\text{out} = x W + b$; $dx = d\\text{out}\\, W^\\top$, "
-                 "$dW = x^\\top d\\text{out}$, $db = \\sum_n d\\text{out}_n$",
+        notation=r"$\text{out} = x W + b$; $dx = d\text{out}\, W^\top$, "
+                 r"$dW = x^\top d\text{out}$, $db = \sum_n d\text{out}_n$",
     ),
     Layer(
         name="relu",
@@ -44,7 +44,7 @@ ASSIGNMENTS = (
         examples=(Example({"x": [[-1.0, 2.0, 0.5], [3.0, -0.25, -2.0]]}, source="hand-computed",
                           expected={"out": [[0.0, 2.0, 0.5], [3.0, 0.0, 0.0]]}),),
         title="ReLU",
-        notation="$\\text{out} = \\max(x, 0)$; $dx = d\\text{out} \\odot [x > 0]$",
+        notation=r"$\text{out} = \max(x, 0)$; $dx = d\text{out} \odot [x > 0]$",
     ),
     Layer(
         name="batchnorm",
@@ -55,10 +55,10 @@ ASSIGNMENTS = (
         # and a dx of zeros would pass.
         sizes=({"N": 5, "D": 3}, {"N": 8, "D": 4}, {"N": 3, "D": 7}),
         title="Batch normalization (train mode)",
-        notation="$\\hat x = (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon}$, "
-                 "$\\text{out} = \\gamma \\hat x + \\beta$; "
-                 "$dx = \\frac{1}{N\\sqrt{\\sigma^2+\\epsilon}}\\left(N d\\hat x - \\sum_n d\\hat x_n"
-                 " - \\hat x \\sum_n d\\hat x_n \\hat x_n\\right)$",
+        notation=r"$\hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}$, "
+                 r"$\text{out} = \gamma \hat x + \beta$; with $d\hat x = \gamma\, d\text{out}$, "
+                 r"$dx = \frac{1}{N\sqrt{\sigma^2+\epsilon}}\left(N d\hat x"
+                 r" - \sum_n d\hat x_n - \hat x \sum_n d\hat x_n \hat x_n\right)$",
     ),
     Layer(
         name="conv",
@@ -71,7 +71,7 @@ ASSIGNMENTS = (
                {"N": 7, "C": 2, "H": 6, "W": 9, "F": 5, "HH": 4, "WW": 3},
                {"N": 4, "C": 3, "H": 7, "W": 9, "F": 2, "HH": 1, "WW": 5}),
         title="Convolution (naive, with padding and stride)",
-        notation="$\\text{out}_{nfij} = \\sum_{ckl} x^{pad}_{n,c,si+k,sj+l}\\, w_{fckl} + b_f$",
+        notation=r"$\text{out}_{nfij} = \sum_{ckl} x^{pad}_{n,c,si+k,sj+l}\, w_{fckl} + b_f$",
     ),
     Loss(
         name="softmax",
@@ -81,8 +81,8 @@ ASSIGNMENTS = (
                           source="uniform scores: the loss is log C",
                           expected={"loss": math.log(3.0)}),),
         title="Softmax loss",
-        notation="$L = -\\frac{1}{N}\\sum_n \\log \\mathrm{softmax}(x_n)_{y_n}$; "
-                 "$dx = (\\mathrm{softmax}(x) - \\mathrm{onehot}(y)) / N$",
+        notation=r"$L = -\frac{1}{N}\sum_n \log \mathrm{softmax}(x_n)_{y_n}$; "
+                 r"$dx = (\mathrm{softmax}(x) - \mathrm{onehot}(y)) / N$",
     ),
     Network(
         name="two_layer_net",
@@ -93,7 +93,7 @@ ASSIGNMENTS = (
         sizes=({"N": 5, "D": 4, "H": 6, "C": 3}, {"N": 8, "D": 3, "H": 7, "C": 4},
                {"N": 4, "D": 6, "H": 5, "C": 2}),
         title="Two-layer network: affine - relu - affine - softmax",
-        notation="$h = xW_1 + b_1$, $a = \\max(h, 0)$, $s = aW_2 + b_2$, "
-                 "$L = -\\frac{1}{N}\\sum_n \\log \\mathrm{softmax}(s_n)_{y_n}$",
+        notation=r"$h = xW_1 + b_1$, $a = \max(h, 0)$, $s = aW_2 + b_2$, "
+                 r"$L = -\frac{1}{N}\sum_n \log \mathrm{softmax}(s_n)_{y_n}$",
     ),
 )

@@ -10,8 +10,8 @@ Only numpy is needed::
 
 import numpy as np
 
-__all__ = ["eval_numerical_gradient_array", "rel_error", "layer_errors", "loss_errors",
-           "network_errors"]
+__all__ = ["eval_numerical_gradient_array", "layer_errors", "loss_errors", "network_errors",
+           "rel_error"]
 
 
 def eval_numerical_gradient_array(f, x, df, h=1e-5):
@@ -71,7 +71,8 @@ def layer_errors(forward, backward, inputs, seed=12345):
 def loss_errors(loss_fn, x, y):
     """Check the ``dx`` of ``loss, dx = loss_fn(x, y)`` against finite differences."""
     _, dx = loss_fn(x, y)
-    return {"x": _report("x", dx, eval_numerical_gradient_array(lambda _: loss_fn(x, y)[0], x, 1.0))}
+    numerical = eval_numerical_gradient_array(lambda _: loss_fn(x, y)[0], x, 1.0)
+    return {"x": _report("x", dx, numerical)}
 
 
 def network_errors(fprop, bprop, x, y, params):

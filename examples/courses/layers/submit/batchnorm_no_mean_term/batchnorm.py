@@ -1,5 +1,6 @@
 # Bug: batchnorm_backward drops the mean term (- sum_n dxhat[n]) of dx.
-# Expected: batchnorm 6/8 (forward 2, dx 0, dgamma 2, dbeta 2); every other assignment full marks (48/50).
+# Expected: batchnorm 6/8 (forward 2, dx 0, dgamma 2, dbeta 2); every other assignment
+# full marks (48/50).
 """batchnorm: batch normalization in train mode, per feature over the batch.
 
 Shapes: x (N, D), gamma (D,), beta (D,), out (N, D). With the batch statistics

@@ -72,6 +72,7 @@ if __name__ == "__main__":
     from gradient_check import layer_errors  # support file, copied beside this one
 
     rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
     layer_errors(conv_forward_naive, conv_backward_naive,
                  {"x": x, "w": w, "b": b, "conv_param": {"stride": 2, "pad": 1}})

@@ -1,5 +1,6 @@
 # Bug: conv_backward_naive returns dx with the padding, (N, C, H + 2p, W + 2p).
-# Expected: conv 6/8 (forward 2, dx 0, dw 2, db 2); every other assignment full marks (48/50).
+# Expected: conv 6/8 (forward 2, dx 0, dw 2, db 2); every other assignment full marks
+# (48/50).
 """conv: a naive 2-D convolution (cross-correlation, as in every deep learning library).
 
 Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), conv_param {"stride": s, "pad": p}.
@@ -74,6 +75,7 @@ if __name__ == "__main__":
     from gradient_check import layer_errors  # support file, copied beside this one
 
     rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
     layer_errors(conv_forward_naive, conv_backward_naive,
                  {"x": x, "w": w, "b": b, "conv_param": {"stride": 2, "pad": 1}})

@@ -1,7 +1,7 @@
 # Bug: softmax_loss sums the loss over the batch instead of averaging it, and dx is
 # consistent with that sum (N times the reference's).
-# Expected: softmax 3/8 (forward 0, dx 3: half its share, consistent with the student's own
-# loss); every other assignment full marks (45/50).
+# Expected: softmax 3/8 (forward 0, dx 3: half its share, consistent with the student's
+# own loss); every other assignment full marks (45/50).
 """softmax: the softmax (cross-entropy) loss of class scores, averaged over the batch.
 
 Shapes: x (N, C) scores, y (N,) integer labels in [0, C). With p = softmax of each row,

@@ -1,5 +1,6 @@
 # Bug: affine_backward returns dw = dout.T @ x, of shape (M, D) instead of (D, M).
-# Expected: affine 6/8 (forward 2, dx 2, dw 0, db 2); every other assignment full marks (48/50).
+# Expected: affine 6/8 (forward 2, dx 2, dw 0, db 2); every other assignment full marks
+# (48/50).
 """affine: a fully connected layer, out = x @ w + b.
 
 Shapes: x (N, D), w (D, M), b (M,), out (N, M). For the upstream gradient
