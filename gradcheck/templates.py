@@ -428,7 +428,18 @@ def _expected(course_dir: Path) -> dict[str, str]:
 
 
 def _solutions(course_dir: Path) -> list[Path]:
-    # course.py declares the assignments; pytest files and private modules are not ones.
+    """The reference solutions: those of the assignments course.py declares, when it loads
+    as a course (other modules of the folder, such as a script that makes example students,
+    are not assignments); else every module but pytest files and private ones."""
+    from .errors import InvalidArgument  # only here: the generator imports no course model
+
+    if (course_dir / "course.py").is_file():
+        from .courses import load_course
+
+        try:
+            return sorted(course_dir / f"{name}.py" for name in load_course(course_dir).names)
+        except InvalidArgument:
+            pass  # not (yet) a gradable course: its templates can still be made
     return sorted(path for path in course_dir.glob("*.py")
                   if path.name not in ("course.py", "conftest.py") and not path.name.startswith(("_", "test_"))
                   and not path.stem.endswith("_test"))
