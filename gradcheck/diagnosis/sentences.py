@@ -290,6 +290,24 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
     )
 
 
+def not_summed(
+    name: str,
+    shape: tuple[int, ...],
+    axis: int,
+    *,
+    summed_over_batch: bool,
+    wording: Wording = NEUTRAL,
+) -> Diagnosis:
+    where = "one entry per example along" if summed_over_batch else "with an extra"
+    return make(
+        name,
+        "not_summed",
+        f"{wording.grad(name)} has shape {shape}, {where} axis {axis}: summed over that axis "
+        f"it is the expected gradient, so sum it, np.sum(..., axis={axis}).",
+        {"shape": str(shape), "axis": axis},
+    )
+
+
 def flattened(
     name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
 ) -> Diagnosis:
