@@ -361,6 +361,11 @@ def test_sentences_name_the_callers_functions() -> None:
         "affine_backward raised NotImplementedError: replace the `raise NotImplementedError` "
         "with the computation of dx and return it."
     )
+    returned = diagnose_gradients("dx", reference, functions=AFFINE)["dx"].sentence
+    assert returned == (
+        "affine_backward returned a str where dx should be: return one array per gradient, "
+        "dx among them."
+    )
     dw = reference["dw"]
     own = diagnose_gradients(
         {**reference, "dw": 3 * dw}, reference, functions=AFFINE, numerical_own={"dw": 3 * dw}

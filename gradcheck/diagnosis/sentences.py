@@ -42,6 +42,11 @@ class Wording:
         """True for a document network: its notation (m, delta, a_prev) and summed loss."""
         return self.layout is not None
 
+    @property
+    def returns_dict(self) -> bool:
+        """True for the networks' bprop, which returns a dict; a layer's returns a tuple."""
+        return self.backward == "bprop"
+
     def grad(self, name: str) -> str:
         """The gradient's name in a sentence: ``dW1`` for ``W1``, ``dx`` for ``dx``."""
         return name if self.gradient_keys else f"d{name}"
@@ -120,17 +125,20 @@ def not_implemented(
 
 
 def _under_key(name: str, wording: Wording) -> str:
-    # A layer's backward returns a tuple: only the document networks return a dict.
-    return f" under the key {name!r}" if wording.backward == "bprop" else ""
+    return f" under the key {name!r}" if wording.returns_dict else ""
 
 
 def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosis:
+    g = wording.grad(name)
+    fix = (
+        f"a dict with one array per gradient, {g} under the key {name!r}"
+        if wording.returns_dict
+        else f"one array per gradient, {g} among them"
+    )
     return make(
         name,
         "missing",
-        f"{wording.backward} returned a {type(value).__name__} where {wording.grad(name)} "
-        f"should be: return a dict with one array per gradient, {wording.grad(name)} under "
-        f"the key {name!r}.",
+        f"{wording.backward} returned a {type(value).__name__} where {g} should be: return {fix}.",
     )
 
 
