@@ -268,6 +268,7 @@ def _one_entry_off(gradient: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
 
 def _layer_diagnosis(student: dict, **options: object) -> dict[str, tuple[str, str]]:
     inputs, reference = _affine()
+    options = {"batch_size": 5, **options}  # the batch of _affine
     found = diagnose_gradients(
         student(reference), reference, inputs=inputs, functions=AFFINE, **options
     )
@@ -334,6 +335,8 @@ def test_scale_factors_are_named_from_the_callers_batch_size_and_dimensions() ->
         (lambda r: {**r, "db": np.zeros(4)}, "zeros", "db is all zeros"),
         (lambda r: {**r, "dw": _one_entry_off(r["dw"], (1, 2))}, "no_simple_pattern",
          "the mismatch is in entry [1, 2]"),
+        (lambda r: {**r, "db": np.tile(r["db"] / 5, (5, 1))}, "not_summed",
+         "db has shape (5, 4), one entry per example along axis 0: summed over that axis"),
         (lambda r: {**r, "db": r["db"][:, None]}, "flattened",
          "db has the right values but shape (4, 1) instead of (4,): reshape it to the shape of b"),
     ],
@@ -357,6 +360,11 @@ def test_sentences_name_the_callers_functions() -> None:
     assert raised.sentence == (
         "affine_backward raised NotImplementedError: replace the `raise NotImplementedError` "
         "with the computation of dx and return it."
+    )
+    returned = diagnose_gradients("dx", reference, functions=AFFINE)["dx"].sentence
+    assert returned == (
+        "affine_backward returned a str where dx should be: return one array per gradient, "
+        "dx among them."
     )
     dw = reference["dw"]
     own = diagnose_gradients(

@@ -280,9 +280,34 @@ def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
         return sentences.transposed(
             name, wording.layout, _layer(name), ctx.close(a.T, r), shape=a.shape, wording=wording
         )
+    summed = _summed_axis(a, r, ctx)
+    if summed is not None:
+        return sentences.not_summed(
+            name,
+            a.shape,
+            summed,
+            summed_over_batch=(a.shape[summed] == ctx.batch_size),
+            wording=wording,
+        )
     if a.size == r.size and ctx.close(a.reshape(r.shape), r):
         return sentences.flattened(name, a.shape, r.shape, wording)
     return sentences.wrong_shape(name, a.shape, r.shape, wording)
+
+
+def _summed_axis(a: np.ndarray, r: np.ndarray, ctx: _Context) -> int | None:
+    """The axis of ``a`` whose sum is ``r`` (a gradient left per example), if there is one.
+
+    A pure fact about the numbers, so it needs no network: ``db = dout`` of an affine layer
+    has shape (N, M) and sums over axis 0 to the expected (M,).
+    """
+    for axis in range(a.ndim):
+        if a.shape[axis] < 2:
+            continue
+        kept = a.ndim == r.ndim  # np.sum(..., keepdims=True) would give r's shape
+        total = a.sum(axis=axis, keepdims=kept)
+        if total.shape == r.shape and ctx.close(total, r):
+            return axis
+    return None
 
 
 def _bias_shape(name: str, a: np.ndarray, ctx: _Context) -> Diagnosis | None:

@@ -20,6 +20,7 @@ CAUSES: tuple[str, ...] = (
     "transposed",
     "bias_not_summed",
     "bias_wrong_axis",
+    "not_summed",
     "flattened",
     "wrong_shape",
     "consistent_with_own_fprop",

@@ -42,6 +42,11 @@ class Wording:
         """True for a document network: its notation (m, delta, a_prev) and summed loss."""
         return self.layout is not None
 
+    @property
+    def returns_dict(self) -> bool:
+        """True for the networks' bprop, which returns a dict; a layer's returns a tuple."""
+        return self.backward == "bprop"
+
     def grad(self, name: str) -> str:
         """The gradient's name in a sentence: ``dW1`` for ``W1``, ``dx`` for ``dx``."""
         return name if self.gradient_keys else f"d{name}"
@@ -120,17 +125,20 @@ def not_implemented(
 
 
 def _under_key(name: str, wording: Wording) -> str:
-    # A layer's backward returns a tuple: only the document networks return a dict.
-    return f" under the key {name!r}" if wording.backward == "bprop" else ""
+    return f" under the key {name!r}" if wording.returns_dict else ""
 
 
 def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosis:
+    g = wording.grad(name)
+    fix = (
+        f"a dict with one array per gradient, {g} under the key {name!r}"
+        if wording.returns_dict
+        else f"one array per gradient, {g} among them"
+    )
     return make(
         name,
         "missing",
-        f"{wording.backward} returned a {type(value).__name__} where {wording.grad(name)} "
-        f"should be: return a dict with one array per gradient, {wording.grad(name)} under "
-        f"the key {name!r}.",
+        f"{wording.backward} returned a {type(value).__name__} where {g} should be: return {fix}.",
     )
 
 
@@ -287,6 +295,24 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
         f"d{name} is summed over the wrong axis (shape {shape}): the examples lie {where}, "
         f"so {_axis_fix(name, name[1:], columns)}.",
         {"shape": str(shape)},
+    )
+
+
+def not_summed(
+    name: str,
+    shape: tuple[int, ...],
+    axis: int,
+    *,
+    summed_over_batch: bool,
+    wording: Wording = NEUTRAL,
+) -> Diagnosis:
+    where = "one entry per example along" if summed_over_batch else "with an extra"
+    return make(
+        name,
+        "not_summed",
+        f"{wording.grad(name)} has shape {shape}, {where} axis {axis}: summed over that axis "
+        f"it is the expected gradient, so sum it, np.sum(..., axis={axis}).",
+        {"shape": str(shape), "axis": axis},
     )
 
 
