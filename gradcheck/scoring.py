@@ -672,8 +672,7 @@ def _loss_factor(assignment: Assignment, run: _Run) -> str:
         "m = {m} times the reference loss: sum the loss over the batch once": float(m),
         "the reference loss with the sign flipped": -1.0,
     }
-    if getattr(assignment, "loss", None) == "squared" or (
-            isinstance(assignment, Network) and assignment.reference is not None):
+    if getattr(assignment, "loss", None) == "squared":
         named["twice the reference loss: the squared loss has the factor 0.5"] = 2.0
         named["half the reference loss: this network's loss has no factor 0.5"] = 0.5
     else:
