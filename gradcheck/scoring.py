@@ -198,7 +198,7 @@ class LocalBox:
         from .isolation import LoadResult
 
         names = tuple(k for k, v in self._namespace.items() if callable(v))
-        return LoadResult(True, names, self._problems, None)
+        return LoadResult(True, names, self._problems, None, 0.0)
 
     def call(self, function: str, *args: Any, store: str | None = None,
              pick: str | int | None = None, **kwargs: Any) -> Any:

@@ -242,3 +242,35 @@ def test_points_marker_is_validated_and_summed(pytester: pytest.Pytester) -> Non
     bad = pytester.runpytest(*_plugin_args(), "-p", "no:cacheprovider", "test_bad.py")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*use @pytest.mark.points(N) with one number N >= 0*"])
+
+
+PLUGIN_CHEATS = {
+    # Each: the reference solution reached from the student's code, through the plugin.
+    "imports_the_solution": (
+        "import gradcheck\n_sol = gradcheck.networks.get('two_hidden').solution()\n"
+        "fprop, bprop, update = _sol.fprop, _sol.bprop, _sol.update\n"),
+    "reads_the_solution_file": (
+        "import pathlib\n_src = pathlib.Path({solution!r}).read_text()\nexec(_src)\n"),
+    "reads_the_parent_s_command_line": (
+        "import os\n_cmd = open(f'/proc/{{os.getppid()}}/cmdline').read()\n"
+        "raise SystemExit(_cmd)\n"),
+}
+
+
+@pytest.mark.parametrize("cheat", sorted(PLUGIN_CHEATS))
+def test_the_plugin_sandbox_gives_a_cheat_no_points(session: pytest.Pytester, cheat: str) -> None:
+    shutil.copy(INSTRUCTOR_FILE, session.path)
+    source = PLUGIN_CHEATS[cheat].format(solution=str(SOLUTIONS / "two_hidden.py"))
+    _student(session, "two_hidden", source)
+    result = _run(session, "--submission", "student")
+    assert _score(result)[0] == 0
+    output = result.stdout.str()
+    assert "Permission denied" in output or "PermissionError" in output, output[-3000:]
+
+
+def test_in_process_mode_is_only_for_debugging_and_runs_unconfined(session: pytest.Pytester) -> None:
+    # The escape hatch does what it says: the same cheat works in the pytest process.
+    shutil.copy(INSTRUCTOR_FILE, session.path)
+    _student(session, "two_hidden", PLUGIN_CHEATS["imports_the_solution"])
+    result = _run(session, "--submission", "student", "--gradcheck-in-process")
+    assert _score(result) == (12, 12)
