@@ -237,9 +237,6 @@ class _Kind:
         """The check name of one gradient ("bprop: W1", "affine_backward: dx")."""
         return f"{self.functions[1 if len(self.functions) > 1 else 0]}: {name}"  # type: ignore[attr-defined]
 
-    def describe(self) -> str:
-        return self.title or self.name
-
 
 @dataclass(frozen=True, kw_only=True)
 class _InputsKind(_Kind):

@@ -391,7 +391,7 @@ def _judge_output(assignment: Layer, value: Any, ref: _Reference,
     reports, _ = compare_gradients({"out": out}, {"out": ref.forward}, assignment.tol,
                                    what=assignment.forward)
     if not reports[0].ok:
-        return _mismatch_line("out", reports[0], assignment.forward), out
+        return _mismatch_line("out", reports[0]), out
     return None, out
 
 
@@ -815,7 +815,7 @@ def _failure_line(run: _Run, param: str, report: ParameterReport | None, backwar
     return _mismatch_line(f"d{param}", report)
 
 
-def _mismatch_line(what: str, report: ParameterReport, _function: str = "") -> str:
+def _mismatch_line(what: str, report: ParameterReport) -> str:
     index = list(report.worst_index or ())
     return (f"{what}{index}: yours {report.analytic:.8g}, expected {report.reference:.8g} "
             f"(relative error {report.max_relative_error:.2e}; {report.mismatched} of "
