@@ -279,10 +279,10 @@ class _InputsKind(_Kind):
     def _hidden(self, seed: int, k: int) -> Case:
         key = [seed, zlib.crc32(self.name.encode()), k]
         sizes = dict(self.sizes[k % len(self.sizes)]) if self.sizes else _distinct_sizes(
-            _names(self._specs()), key)
+            _names(self.inputs), key)
         rng = np.random.default_rng(key)
         for _ in range(100):
-            inputs = {name: spec.draw(rng, sizes) for name, spec in self._specs().items()}
+            inputs = {name: spec.draw(rng, sizes) for name, spec in self.inputs.items()}
             if self.valid is None or self.valid(inputs):
                 break
         else:
@@ -290,9 +290,6 @@ class _InputsKind(_Kind):
         described = ", ".join(f"{k} = {v}" for k, v in sizes.items())
         return self._case(f"hidden example {k + 1} ({described})", inputs, sizes, hidden=True,
                           source=f"random example (seed {seed}, {described})")
-
-    def _specs(self) -> Mapping[str, Spec]:
-        return self.inputs
 
     def _case(self, label: str, inputs: dict[str, Any], sizes: Mapping[str, int],
               **extra: Any) -> Case:
@@ -398,9 +395,6 @@ class Loss(_InputsKind):
     def backward_call(self, case: Case, dout: np.ndarray | None) -> Call | None:
         return None
 
-    def objective(self, loss: Any, dout: np.ndarray | None) -> float:
-        return float(loss)
-
     def gradients(self, value: Any) -> Any:
         return _named(value, self.wrt)
 
@@ -497,9 +491,6 @@ class Network(_InputsKind):
 
     def backward_call(self, case: Case, dout: np.ndarray | None) -> Call | None:
         return Call("bprop", (Ref("cache"),))
-
-    def objective(self, loss: Any, dout: np.ndarray | None) -> float:
-        return float(loss)
 
     def gradients(self, value: Any) -> Any:
         return value

@@ -9,6 +9,7 @@ every example is drawn from the seed and the assignment alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -395,9 +396,15 @@ def _cache_key(options: RunOptions, digest: str, folder_digest: str = "") -> dic
 def _course_digest(options: RunOptions) -> str:
     """The course's definition and references: changing an answer key invalidates the cache."""
     course = options.grading.course_folder()
-    files = sorted(course.folder.glob("*.py"))
-    if course.support is not None:
-        files += sorted(p for p in course.support.rglob("*") if p.is_file())
+    return _folder_digest(course.folder, course.support)
+
+
+@functools.cache
+def _folder_digest(folder: Path, support: Path | None) -> str:
+    # Once per run and course, not once per job: the course folder does not change meanwhile.
+    files = sorted(folder.glob("*.py"))
+    if support is not None:
+        files += sorted(p for p in support.rglob("*") if p.is_file())
     return format(zlib.crc32(b"".join(p.read_bytes() for p in files)), "08x")
 
 

@@ -406,7 +406,7 @@ class Assignment:
         return f"<Assignment {self.name} from {self.path}>"
 
     def close(self) -> None:
-        self._box.close() if hasattr(self._box, "close") else None
+        self._box.close()
 
     def verdict(self) -> Any:
         """The grader's :class:`~gradcheck.results.AssignmentResult` for this file."""

@@ -192,6 +192,9 @@ class LocalBox:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._store.clear()
 
     def load(self) -> Any:
