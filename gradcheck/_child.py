@@ -26,6 +26,7 @@ import ctypes
 import gc
 import io
 import json
+import re
 import os
 import resource
 import select
@@ -478,22 +479,38 @@ def _set_limits(config: dict[str, Any]) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     files = min(_MAX_OPEN_FILES, hard) if hard != resource.RLIM_INFINITY else _MAX_OPEN_FILES
     resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-    # RLIMIT_NPROC counts all processes of the (real) user, so it is set above what the user
-    # already runs; the monitor (or the cgroup) enforces the exact per-sandbox limit.
+    # RLIMIT_NPROC counts the processes of the (real) user, so it is set above what the user
+    # already runs. Inside the monitor's own user namespace (Linux >= 5.14) that count is the
+    # namespace's alone: the monitor and this child, so the limit is exact however many other
+    # students the same user grades at once. Elsewhere it is system-wide and only a ceiling:
+    # the cgroup (root) or the monitor's polling enforces the exact per-sandbox limit.
     uid = config.get("uid")
     nproc = _count_user_processes(os.getuid() if uid is None else uid) + config["max_processes"]
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
+_INITIAL_USER_NAMESPACE = 0xEFFFFFFD  # PROC_USER_INIT_INO: the inode of the first user namespace
+
+
 def _count_user_processes(uid: int) -> int:
+    """The processes that RLIMIT_NPROC charges to ``uid`` when this process forks."""
+    own = os.stat("/proc/self/ns/user").st_ino
+    per_namespace = own != _INITIAL_USER_NAMESPACE and _kernel_at_least(5, 14)
     count = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                count += os.stat(f"/proc/{entry}").st_uid == uid
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                count += not per_namespace or os.stat(f"/proc/{entry}/ns/user").st_ino == own
             except OSError:
-                pass
+                pass  # gone, or in a namespace we may not look at: not ours
     return count
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    numbers = re.findall(r"\d+", os.uname().release)[:2]
+    return len(numbers) == 2 and (int(numbers[0]), int(numbers[1])) >= (major, minor)
 
 
 def _enter_folder(folder: str, kernel: bool) -> None:

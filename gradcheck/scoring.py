@@ -572,8 +572,9 @@ def _run_updates(box: Any, assignment: Network, runs: Sequence[_Run]) -> None:
     results = box.call_many("update", arg_sets, each=True)
     for run, result, wanted, (params, grads, lr) in zip(runs, results, expected, arg_sets):
         _judge_update(run, result, wanted)
-        if run.update_error or any(not r.ok for r in run.update_report):
-            found = diagnose_update(_plain(result.value) if result.ok else None, params, grads, lr)
+        # A call that raised or was stopped has its sentence already: no cause to guess.
+        if result.ok and (run.update_error or any(not r.ok for r in run.update_report)):
+            found = diagnose_update(_plain(result.value), params, grads, lr)
             run.update_diagnosis = next((d.sentence for d in found.values() if d.recognised), "")
 
 
