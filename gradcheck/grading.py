@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from .isolation import link_refusal
 from .results import AssignmentResult, RunInfo, StudentResult
 from .scoring import FigureWriter, GradingOptions, grade_assignment, missing_assignment, sandbox_for
 from .submissions import Submission, content_hash, discover, snapshot
@@ -304,6 +305,12 @@ def _job_key(submission: Submission, name: str, options: RunOptions) -> dict[str
     return _cache_key(options, digest, submission.folder_digest)
 
 
+def _missing_reason(submission: Submission, name: str) -> str:
+    if name in submission.linked:
+        return link_refusal(submission.linked[name])
+    return f"{name}.py or {name}.ipynb is missing"
+
+
 def _grade_job(submission: Submission, name: str, options: RunOptions,
                sandbox: Sandbox | None = None) -> AssignmentResult:
     file = submission.files.get(name)
@@ -311,7 +318,7 @@ def _grade_job(submission: Submission, name: str, options: RunOptions,
     assignment = course.get(name)
     rubric = options.grading.rubric or assignment.rubric
     if file is None:
-        return missing_assignment(assignment, rubric, f"{name}.py or {name}.ipynb is missing")
+        return missing_assignment(assignment, rubric, _missing_reason(submission, name))
     key = _job_key(submission, name, options)
     digest = str(key["hash"])
     cached = _cached(options, submission.student, name, key)

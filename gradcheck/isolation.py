@@ -38,7 +38,7 @@ from gradcheck._child import FRAME, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
-__all__ = ["CallResult", "Isolation", "Limits", "LoadResult", "Ref", "Sandbox"]
+__all__ = ["CallResult", "Isolation", "Limits", "LoadResult", "Ref", "Sandbox", "link_refusal"]
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START_SECONDS = 30.0  # the first fork server start imports numpy and friends
@@ -150,7 +150,8 @@ class Sandbox:
         support: Path | None = None,
         isolation: str | Layers = "best",
     ) -> None:
-        self.path = Path(path).resolve()
+        # Absolute, not resolved: a file that is a symbolic link stays one, and is refused.
+        self.path = Path(os.path.abspath(path))
         self.support = None if support is None else Path(support).resolve()
         if not self.path.is_file():
             raise FileNotFoundError(f"no submission at {self.path}")
@@ -311,6 +312,8 @@ class Sandbox:
 
     def _start_and_load(self) -> LoadResult:
         started = time.monotonic()
+        if self.path.is_symlink():
+            return LoadResult(False, (), (), link_refusal(self.path.name), 0.0)
         try:
             if self._child is not None and not self._child.alive():
                 self._forget_child("the waiting process ended")  # started ahead, then killed
@@ -372,6 +375,15 @@ class Sandbox:
                             f"after: {self._lost}")
                 return f"no value was stored under {ref.name!r}"
         return None
+
+
+def link_refusal(file_name: str) -> str:
+    """Why a submitted file that is a symbolic link is not graded, in one sentence.
+
+    A link could point anywhere on the grader's disk (the answer key, another student's
+    work), and it is copied by the grader, outside the sandbox: it is never followed.
+    """
+    return f"{file_name} is a symbolic link, which the grader does not follow: submit the file itself"
 
 
 # --- one child process ------------------------------------------------------------------------

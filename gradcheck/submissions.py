@@ -41,6 +41,8 @@ class Submission:
     """Assignment name -> SHA-256 of the file's bytes in the snapshot (empty before one)."""
     folder_digest: str = ""
     """SHA-256 over every snapshot file's relative path and bytes (helpers, data files)."""
+    linked: dict[str, str] = field(default_factory=dict)
+    """Assignment name -> file name, for files that were symbolic links (never followed)."""
 
 
 def discover(submit_dir: Path, assignments: Sequence[str]) -> list[Submission]:
@@ -64,7 +66,8 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
 
     Files are copied one by one up to a total of 50 MB (data files a notebook reads are
     kept; a huge folder cannot fill the disk); symbolic links are not followed, so a link
-    to /etc or to another student's folder is not copied. A folder that changes while it is
+    to /etc or to another student's folder is not copied (an assignment file that is a link
+    is named in ``linked``). A folder that changes while it is
     copied (a sync client, a student still uploading) is copied again until two listings
     of it agree, so the snapshot is one consistent state, never half old and half new.
     The returned submission carries the digests of exactly the bytes that were copied.
@@ -90,6 +93,7 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         notes += ("the folder kept changing while it was copied for grading: the last copy was "
                   "graded",)
     files = {name: destination / file.relative_to(submission.folder) for name, file in submission.files.items()}
+    linked = {name: file.name for name, file in submission.files.items() if file.is_symlink()}
     files = {name: path for name, path in files.items() if path.is_file()}
     digests = {name: hashlib.sha256(copied[path]).hexdigest() for name, path in files.items() if path in copied}
     folder = hashlib.sha256()
@@ -97,7 +101,7 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         folder.update(str(path.relative_to(destination)).encode("utf-8", "surrogateescape") + b"\0")
         folder.update(hashlib.sha256(copied[path]).digest())
     return Submission(submission.student, destination, files, submission.unknown, notes,
-                      digests, folder.hexdigest())
+                      digests, folder.hexdigest(), linked)
 
 
 def _copy_folder(source: Path, destination: Path) -> dict[Path, bytes]:

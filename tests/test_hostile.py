@@ -327,7 +327,7 @@ SHADOWS = {"numpy.py": "raise SystemExit('the shadow numpy ran')\n",
            "evil.pth": "import os; os._exit(3)\n"}
 # A submission that is a link to somewhere else is not followed: it is missing.
 LINKS = {"cheat_link_solution": networks.solutions_dir() / "three_input.py", "cheat_link_passwd": Path("/etc/passwd")}
-LINKED_PHRASE = "three_input.py or three_input.ipynb is missing"
+LINKED_PHRASE = "three_input.py is a symbolic link, which the grader does not follow: submit the file itself"
 
 
 def tree_digest(folders: tuple[Path, ...]) -> dict[str, str]:

@@ -268,6 +268,16 @@ def test_the_plugin_sandbox_gives_a_cheat_no_points(session: pytest.Pytester, ch
     assert "Permission denied" in output or "PermissionError" in output, output[-3000:]
 
 
+def test_a_submission_that_links_to_the_answer_key_is_refused_not_followed(session: pytest.Pytester) -> None:
+    # The grader copies the file into the scratch folder itself, outside the sandbox's walls.
+    shutil.copy(INSTRUCTOR_FILE, session.path)
+    (session.path / "student").mkdir()
+    (session.path / "student" / "two_hidden.py").symlink_to(SOLUTIONS / "two_hidden.py")
+    result = _run(session, "--submission", "student")
+    assert _score(result)[0] == 0
+    assert "two_hidden.py is a symbolic link, which the grader does not follow" in result.stdout.str()
+
+
 def test_in_process_mode_is_only_for_debugging_and_runs_unconfined(session: pytest.Pytester) -> None:
     # The escape hatch does what it says: the same cheat works in the pytest process.
     shutil.copy(INSTRUCTOR_FILE, session.path)
