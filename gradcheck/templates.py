@@ -12,6 +12,7 @@ Usage::
 
     python -m gradcheck.templates                       # bundled course: solutions/ -> assignments/
     python -m gradcheck.templates --course DIR          # DIR/NAME.py -> DIR/templates/NAME.*
+                                                        # (and DIR/support/* beside them)
     python -m gradcheck.templates --course DIR --check  # exit 1 listing stale templates
 """
 
@@ -144,12 +145,12 @@ def write_templates(course_dir: Path | str, out_dir: Path | str | None = None) -
     """
     folder = _out_dir(Path(course_dir), out_dir)
     expected = _expected(Path(course_dir))
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for file_name, text in expected.items():
+    for file_name, data in expected.items():
         path = folder / file_name
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        if not path.is_file() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
             written.append(path)
     return written
 
@@ -168,8 +169,8 @@ def stale_templates(course_dir: Path | str, out_dir: Path | str | None = None) -
         TemplateError: as :func:`write_templates`.
     """
     folder = _out_dir(Path(course_dir), out_dir)
-    return [folder / name for name, text in _expected(Path(course_dir)).items()
-            if not (folder / name).is_file() or (folder / name).read_text() != text]
+    return [folder / name for name, data in _expected(Path(course_dir)).items()
+            if not (folder / name).is_file() or (folder / name).read_bytes() != data]
 
 
 class _CourseError(click.ClickException):
@@ -416,15 +417,26 @@ def _trim(lines: list[str]) -> str:
     return "\n".join(lines[kept[0]: kept[-1] + 1]) if kept else ""
 
 
-def _expected(course_dir: Path) -> dict[str, str]:
+def _expected(course_dir: Path) -> dict[str, bytes]:
+    """Every file the students get, by path in the templates' folder: the templates, and the
+    course's support files (helpers the templates import, data they read) as they are."""
     solutions = _solutions(course_dir)
     if not solutions:
         raise TemplateError(f"{course_dir} holds no reference solution NAME.py")
     expected = {}
     for path in solutions:
-        expected[f"{path.stem}.py"] = module_template(path)
-        expected[f"{path.stem}.ipynb"] = nbformat.writes(notebook_template(path)) + "\n"
-    return expected
+        expected[f"{path.stem}.py"] = module_template(path).encode()
+        expected[f"{path.stem}.ipynb"] = (nbformat.writes(notebook_template(path)) + "\n").encode()
+    return {**_support_files(course_dir), **expected}
+
+
+def _support_files(course_dir: Path) -> dict[str, bytes]:
+    support = course_dir / "support"
+    if not support.is_dir():
+        return {}
+    return {path.relative_to(support).as_posix(): path.read_bytes()
+            for path in sorted(support.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts}
 
 
 def _solutions(course_dir: Path) -> list[Path]:

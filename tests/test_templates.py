@@ -154,6 +154,24 @@ def test_templates_run_and_raise_not_implemented_when_called(course, suffix, loa
         assert "self-check raised NotImplementedError" in result.stdout
 
 
+def test_the_course_s_support_files_go_beside_the_templates_so_they_run_at_home(course):
+    # The template imports a helper the grader copies into each scratch copy: a student who
+    # downloads the templates needs it too, or the self-check fails on the import.
+    (course / "affine.py").write_text(AFFINE.replace("import numpy as np\n",
+                                                     "import numpy as np\nfrom checks import shapes\n"))
+    (course / "support" / "data").mkdir(parents=True)
+    (course / "support" / "checks.py").write_text("def shapes(*arrays):\n    return [a.shape for a in arrays]\n")
+    (course / "support" / "data" / "batch.npy").write_bytes(b"\x93NUMPY binary")
+    out = course / "templates"
+    assert sorted(p.relative_to(out).as_posix() for p in templates.write_templates(course)) == [
+        "affine.ipynb", "affine.py", "checks.py", "data/batch.npy"]
+    assert (out / "data" / "batch.npy").read_bytes() == b"\x93NUMPY binary"
+    result = run_python("-c", LOAD_MODULE + CALL_BOTH, out / "affine.py", cwd=out)
+    assert "affine_backward raised NotImplementedError" in result.stdout, result.stderr
+    (course / "support" / "checks.py").write_text("def shapes(*arrays):\n    return []\n")
+    assert templates.stale_templates(course) == [out / "checks.py"]
+
+
 def test_the_notebook_has_the_docstring_then_one_cell_per_function_then_the_self_check(course):
     notebook = templates.notebook_template(course / "affine.py")
     nbformat.validate(notebook)
