@@ -311,7 +311,7 @@ def _load_module(path: Path, timeout: float | None = None) -> Loaded:
     if registered:
         sys.modules[path.stem] = module
     try:
-        with _time_limit(timeout):
+        with _time_limit(timeout, str(path.resolve())):
             exec(code, module.__dict__)
     except BaseException as exc:  # noqa: BLE001 - an import-time sys.exit is a failure too
         if registered:
@@ -452,7 +452,7 @@ def _run_cell(
         log.unparsable(number, exc)
         return
     try:
-        with _time_limit(timeout):
+        with _time_limit(timeout, filename):
             exec(code, log.namespace)
     except CellTimeout:
         log.stopped(number, source, timeout or 0.0)
@@ -636,28 +636,89 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+_REINTERRUPT_SECONDS = 0.05
+
+
 class CellTimeout(BaseException):
     """Raised inside a notebook cell that ran past its time limit."""
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    # SIGALRM interrupts the cell where it is; the sandbox's wall-clock limit on the whole
-    # load still holds if student code swallows the exception.
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise CellTimeout
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def _time_limit(seconds: float | None, code_name: str) -> Iterator[None]:
+    """Stop the student code compiled as ``code_name`` after ``seconds`` (see :class:`_CellAlarm`)."""
+    alarm = _CellAlarm(seconds, lambda name: name == code_name)
+    alarm.arm()
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        alarm.disarm()
+
+
+class _CellAlarm:
+    """Raise CellTimeout in a cell (or a module's top level) that runs past its time limit.
+
+    SIGALRM interrupts the cell where it is. A loop whose bare ``except:`` swallows that
+    (``while True: try: ... except: pass``) is interrupted again 50 ms later, and this time
+    every line of student code raises too, so the handler that caught it raises once more
+    and the loop is left. Only student code is interrupted: a signal that finds none on the
+    stack (the cell has just ended) is ignored. The sandbox's limit on the whole load holds
+    in any case.
+    """
+
+    def __init__(self, seconds: float | None, is_student: Callable[[str], bool]) -> None:
+        self.seconds = seconds
+        self.is_student = is_student  # by the file name the code was compiled under
+        self._previous: Any = None
+        self._armed = self._swallowed = False
+
+    def arm(self) -> None:
+        if not self.seconds or threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread
+        self._swallowed = False
+        self._previous = signal.signal(signal.SIGALRM, self._interrupt)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, _REINTERRUPT_SECONDS)
+        self._armed = True
+
+    def disarm(self) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            sys.settrace(None)
+            signal.signal(signal.SIGALRM, self._previous)
+            self._armed = False
+
+    def _interrupt(self, _signum: int, frame: types.FrameType | None) -> None:
+        student = self._student_frames(frame)
+        if not student:
+            return
+        if self._swallowed:
+            self._raise_on_every_line(student)
+        self._swallowed = True
+        raise CellTimeout
+
+    def _student_frames(self, frame: types.FrameType | None) -> list[types.FrameType]:
+        """The frames from ``frame`` out to the outermost one of student code (none: [])."""
+        chain = []
+        while frame is not None:
+            chain.append(frame)
+            frame = frame.f_back
+        outermost = max((i for i, f in enumerate(chain) if self.is_student(f.f_code.co_filename)),
+                        default=-1)
+        return chain[:outermost + 1]
+
+    def _raise_on_every_line(self, frames: list[types.FrameType]) -> None:
+        # Python drops a trace function that raises: this holds until the first line raises,
+        # and the next interruption sets it again.
+        def on_line(_frame: types.FrameType, event: str, _arg: object) -> Any:
+            if event == "line":
+                raise CellTimeout
+            return on_line
+
+        def on_call(called: types.FrameType, _event: str, _arg: object) -> Any:
+            return on_line if self._student_frames(called) else None
+
+        sys.settrace(on_call)
+        for frame in frames:
+            frame.f_trace = on_line
 
 
 def _transformer() -> Callable[[str, _ShellStub], str]:
@@ -792,6 +853,7 @@ _KERNEL_LOG = "__gradcheck_log__"
 _KERNEL_STORE = "__gradcheck_store__"
 # The reply nbclient gives for a cell it interrupted after the per-cell time limit.
 _TIMED_OUT = {"ename": "CellTimeout", "evalue": "", "traceback": []}
+_KERNEL_GRACE_SECONDS = 2.0
 
 
 class KernelSession:
@@ -866,7 +928,9 @@ class KernelSession:
         replies: list[Mapping[str, Any]] = []
         self._client.on_cell_executed = lambda execute_reply, **_: replies.append(execute_reply)
         # Only the student's cells are limited: the kernel's first import of gradcheck is slow.
-        self._client.timeout = timeout
+        # The kernel stops a cell itself (see _kernel_setup); nbclient's interrupt, a little
+        # later, is for a kernel that does not answer at all.
+        self._client.timeout = None if timeout is None else timeout + _KERNEL_GRACE_SECONDS
         try:
             with _quiet_warnings():
                 self._client.execute_cell(cell, index)
@@ -892,9 +956,9 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     (magics included). A cell still running after ``timeout`` is interrupted (as the stop
     button does) and the next cells run. Tracebacks name the notebook's cells ("cell 3,
     line 2 of nb.ipynb"). The kernel is a child of the calling process, so it inherits the
-    sandbox's limits and is killed with it; its own log lines never reach the student. A
-    cell that catches KeyboardInterrupt and runs on keeps the kernel busy: then only the
-    sandbox's limit on the whole load stops it (as with a bare ``except:`` in plain mode).
+    sandbox's limits and is killed with it; its own log lines never reach the student. The
+    kernel stops a cell itself, as plain mode does (see :class:`_CellAlarm`): a loop whose
+    bare ``except:`` swallows the first interruption is stopped too.
 
     Args:
         path: The ``.ipynb`` file.
@@ -922,7 +986,8 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
     _start_kernel(client, path.parent)
     session = KernelSession(client, path.parent, (), ())
     setup = session._ask({"op": "setup", "notebook": path.name, "root": str(path.parent),
-                          "cells": [list(cell) for cell in cells]}, "the notebook")
+                          "cells": [list(cell) for cell in cells], "cell_timeout": timeout},
+                         "the notebook")
     if not setup.ok:
         session.close()
         raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
@@ -983,7 +1048,8 @@ def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Ou
         return invoke(namespace, store, request["function"], tuple(request["args"]),
                       request["kwargs"], keep=request["keep"], pick=request["pick"])
     if op == "setup":
-        _kernel_setup(namespace, request["notebook"], request["root"], request["cells"])
+        _kernel_setup(namespace, request["notebook"], request["root"], request["cells"],
+                      request.get("cell_timeout"))
         return Outcome(True)
     log: _CellLog = namespace[_KERNEL_LOG]
     if op == "report":
@@ -993,6 +1059,7 @@ def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Ou
     source = "".join(linecache.getlines(f"{log.notebook} cell {number}"))
     if op == "stopped":
         log.stopped(number, source, float(request["seconds"]))
+        sys.last_value = None  # the CellTimeout: not a later cell's failure
         return Outcome(True)
     exc = getattr(sys, "last_value", None)
     if isinstance(exc, SyntaxError) and exc.filename == f"{log.notebook} cell {number}":
@@ -1006,11 +1073,20 @@ def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Ou
 
 
 def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
-                  cells: list[list[Any]]) -> None:
-    """Name each cell's code after its place in the notebook, as plain mode does."""
+                  cells: list[list[Any]], cell_timeout: float | None = None) -> None:
+    """Name each cell's code after its place in the notebook, and limit each cell's time,
+    as plain mode does."""
     from IPython import get_ipython
 
     shell = get_ipython()
+    if cell_timeout:
+        # In the kernel rather than nbclient's interrupt (one KeyboardInterrupt, which a
+        # loop's bare except swallows and the kernel then stays busy for good).
+        sources = {source for _, source in cells}
+        alarm = _CellAlarm(cell_timeout, lambda name: name.startswith(f"{notebook} cell "))
+        shell.events.register("pre_run_cell",
+                              lambda info: alarm.arm() if info.raw_cell in sources else None)
+        shell.events.register("post_run_cell", lambda _result: alarm.disarm())
     waiting: dict[str, list[int]] = {}
     for number, source in cells:
         waiting.setdefault(source, []).append(int(number))

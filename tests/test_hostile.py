@@ -395,7 +395,9 @@ def results_without_time(out: Path, student: str) -> dict[str, object]:
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    # A link stands for where it points (its target may change: /etc/passwd gains users).
+    return {str(p.relative_to(folder)): os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def processes_with(marker: str) -> list[str]:
