@@ -29,6 +29,8 @@ returns finite differences instead of derivatives).
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +65,7 @@ FigureWriter = Callable[[str, str, np.ndarray, np.ndarray], "str | None"]
 # Two analytic float64 gradients agree to rounding (~1e-16, 1e-13 at worst); finite
 # differences cannot get below ~1e-11 (truncation and cancellation), whatever the step.
 _FINITE_DIFFERENCE_FLOOR = 1e-12
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -593,7 +596,14 @@ def _judge_update(run: _Run, result: Any, expected: Mapping[str, np.ndarray]) ->
 
 
 def _plain(value: object) -> object:
-    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through containers."""
+    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through containers.
+
+    A Python int beyond float64's range (``10**400``: the wire carries ints of up to 10,000
+    bits) becomes an infinity of its sign, so that it reads as the non-finite number it is
+    instead of raising OverflowError wherever a float is made of it.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT_MAX:
+        return math.inf if value > 0 else -math.inf
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):

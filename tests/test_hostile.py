@@ -320,6 +320,17 @@ CASES.update({
                   "Too many open files"),
     "cheat_gc_scan": (GC_THIEF, ".py", 4, '"modules": []'),
 })
+# Values and exceptions that broke the grader or the child's request loop (a QA session).
+CASES.update({
+    # The wire carries ints of up to 10,000 bits; float() of one overflowed in the grader
+    # (OverflowError: the whole assignment was lost, "the grader could not grade").
+    "wire_bigint_bprop": (wrap_bprop("return {'W1': [[10**400] * 3] * 2, 'W2': g['W2']}"), ".py", 7,
+                          "non-finite value(s) in 'W1', first at index (0, 0): inf"),
+    "wire_bigint_loss": (SOLUTION + "\n_f = fprop\n\ndef fprop(x, y, params):\n    cache = _f(x, y, params)\n"
+                         "    cache['loss'] = -10**400\n    return cache\n", ".py", 8, "fprop's loss is -inf"),
+})
+
+
 # Files next to the submission that a fresh interpreter would run: a forked child never does.
 SHADOWS = {"numpy.py": "raise SystemExit('the shadow numpy ran')\n",
            "sitecustomize.py": "raise SystemExit('sitecustomize ran')\n",
