@@ -645,6 +645,7 @@ class _Server:
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
         self._confined = False  # some layer is in force: a PermissionError is a sandbox wall
+        self._pid = os.getpid()
 
     def serve(self) -> None:
         while True:
@@ -695,12 +696,21 @@ class _Server:
 
     def _call(self, request: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
         function, keep, pick = request["function"], request.get("keep"), request.get("pick")
-        if self._kernel is not None:
-            outcome = self._kernel.call(function, tuple(args), kwargs, keep=keep, pick=pick)
-        else:
-            outcome = self._loading.invoke(
-                self._namespace, self._store, function, tuple(args), kwargs, keep=keep, pick=pick
-            )
+        try:
+            if self._kernel is not None:
+                outcome = self._kernel.call(function, tuple(args), kwargs, keep=keep, pick=pick)
+            else:
+                outcome = self._loading.invoke(
+                    self._namespace, self._store, function, tuple(args), kwargs, keep=keep,
+                    pick=pick
+                )
+        except BaseException as exc:  # noqa: BLE001 - a hostile object must not end the loop
+            # What the student returned or raised misbehaved when it was looked at (a
+            # metaclass, a __class__ property...): the call failed, the child goes on.
+            error = (f"{function} returned or raised an object that raised "
+                     f"{self._loading._type_name(exc)} when the grader looked at it")
+            return {"ok": False, "value": None, "error": error, "seconds": 0.0,
+                    "function": function}
         return {"ok": outcome.ok, "value": outcome.value, "error": self._hint(outcome.error),
                 "seconds": outcome.seconds, "function": function}
 
@@ -712,6 +722,10 @@ class _Server:
         return None if body is None else self._wire.decode(body)
 
     def _send(self, reply: dict[str, Any]) -> None:
+        if os.getpid() != self._pid:
+            # A student's os.fork() without exec, returning from its call in both processes:
+            # only the child itself replies, or the replies would be read for the wrong calls.
+            os._exit(0)
         for writer in self._writers:  # what was printed reaches the pipe before the reply
             writer.flush()
         wire, limit = self._wire, int(self._config["value_bytes"])

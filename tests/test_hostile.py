@@ -321,6 +321,7 @@ CASES.update({
     "cheat_gc_scan": (GC_THIEF, ".py", 4, '"modules": []'),
 })
 # Values and exceptions that broke the grader or the child's request loop (a QA session).
+EVIL_TYPE = "class _Meta(type):\n    def __getattribute__(cls, name):\n        raise RuntimeError(name)\n"
 CASES.update({
     # The wire carries ints of up to 10,000 bits; float() of one overflowed in the grader
     # (OverflowError: the whole assignment was lost, "the grader could not grade").
@@ -328,6 +329,14 @@ CASES.update({
                           "non-finite value(s) in 'W1', first at index (0, 0): inf"),
     "wire_bigint_loss": (SOLUTION + "\n_f = fprop\n\ndef fprop(x, y, params):\n    cache = _f(x, y, params)\n"
                          "    cache['loss'] = -10**400\n    return cache\n", ".py", 8, "fprop's loss is -inf"),
+    # Describing these killed the child's loop: "process exited with status 0 during bprop".
+    "exc_metaclass_bprop": (wrap_bprop(EVIL_TYPE + "class E(Exception, metaclass=_Meta):\n    pass\nraise E('hi')"),
+                            ".py", 4, "bprop raised E: hi"),
+    "exc_exit_repr_bprop": (wrap_bprop("class R:\n    def __repr__(self):\n        raise ValueError\n"
+                                       "import sys\nsys.exit(R())"), ".py", 4, "bprop called sys.exit(...)"),
+    # Both processes of a fork without exec replied, and every later reply was read for the
+    # wrong call (0 points for correct work); only the child itself replies now.
+    "fork_return_bprop": (wrap_bprop("import os\nos.fork()\nreturn g"), ".py", 10, "all match"),
 })
 
 
