@@ -43,6 +43,8 @@ class Submission:
     """SHA-256 over every snapshot file's relative path and bytes (helpers, data files)."""
     linked: dict[str, str] = field(default_factory=dict)
     """Assignment name -> file name, for files that were symbolic links (never followed)."""
+    too_large: dict[str, str] = field(default_factory=dict)
+    """Assignment name -> why its file was not copied: it is over the snapshot's limit."""
 
 
 def discover(submit_dir: Path, assignments: Sequence[str]) -> list[Submission]:
@@ -86,7 +88,8 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         before = _fingerprint(submission.folder)
         if attempt:
             shutil.rmtree(destination, ignore_errors=True)
-        copied = _copy_folder(submission.folder, destination)
+        # The assignment files first: a big data file must not crowd them out of the limit.
+        copied = _copy_folder(submission.folder, destination, list(submission.files.values()))
         if _fingerprint(submission.folder) == before:
             break
     else:
@@ -94,6 +97,10 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
                   "graded",)
     files = {name: destination / file.relative_to(submission.folder) for name, file in submission.files.items()}
     linked = {name: file.name for name, file in submission.files.items() if file.is_symlink()}
+    sizes = {name: _size(file) for name, file in submission.files.items()
+             if name not in linked and not files[name].is_file()}
+    too_large = {name: _too_large_reason(submission.files[name].name, size)
+                 for name, size in sizes.items() if size > _SNAPSHOT_LIMIT}
     files = {name: path for name, path in files.items() if path.is_file()}
     digests = {name: hashlib.sha256(copied[path]).hexdigest() for name, path in files.items() if path in copied}
     folder = hashlib.sha256()
@@ -101,19 +108,35 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         folder.update(str(path.relative_to(destination)).encode("utf-8", "surrogateescape") + b"\0")
         folder.update(hashlib.sha256(copied[path]).digest())
     return Submission(submission.student, destination, files, submission.unknown, notes,
-                      digests, folder.hexdigest(), linked)
+                      digests, folder.hexdigest(), linked, too_large)
 
 
-def _copy_folder(source: Path, destination: Path) -> dict[Path, bytes]:
+def _too_large_reason(file_name: str, size: int) -> str:
+    """Why an assignment file over the snapshot's limit is not graded, in one sentence."""
+    return (f"{file_name} is {size / 2**20:,.0f} MB, more than the {_SNAPSHOT_LIMIT // 2**20} MB "
+            "a submission may hold, so it was not graded: clear the notebook's outputs (or "
+            "remove what makes it so large) and submit it again")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+
+
+def _copy_folder(source: Path, destination: Path, first: Sequence[Path] = ()) -> dict[Path, bytes]:
     """Copy ``source`` to ``destination``; return each copied file's bytes, by target path.
 
     Each file is read once and written from those bytes, so its digest is the digest of
-    what was written, whatever happens to the original meanwhile.
+    what was written, whatever happens to the original meanwhile. The files ``first`` are
+    copied before the others, so they are the last to be left out by the size limit.
     """
     destination.mkdir(parents=True, exist_ok=True)
     budget = _SNAPSHOT_LIMIT
     copied: dict[Path, bytes] = {}
-    for path in sorted(source.rglob("*")):
+    ahead = [path for path in first if path.parent == source]
+    for path in ahead + [p for p in sorted(source.rglob("*")) if p not in ahead]:
         relative = path.relative_to(source)
         if path.is_symlink() or any(part in _IGNORED for part in relative.parts):
             continue

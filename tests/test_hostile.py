@@ -337,7 +337,20 @@ CASES.update({
     # Both processes of a fork without exec replied, and every later reply was read for the
     # wrong call (0 points for correct work); only the child itself replies now.
     "fork_return_bprop": (wrap_bprop("import os\nos.fork()\nreturn g"), ".py", 10, "all match"),
+    # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
+    "crowded_folder": (SOLUTION, ".py", 10, "all match"),
+    "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
 })
+SNAPSHOT_LIMIT = 50 * 2**20
+
+
+def huge_notebook(source: str, size: int) -> str:
+    """A notebook whose saved output makes it ``size`` bytes or more."""
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="z" * size)]
+    notebook.cells = [cell]
+    return nbformat.writes(notebook)
 
 
 # Files next to the submission that a fresh interpreter would run: a forked child never does.
@@ -489,6 +502,10 @@ class HostileRun:
         if "own_files" in cases:
             (self.submit / "own_files" / "data.csv").write_text("a,b\n1,2\n")
             (self.submit / "own_files" / "notes.txt").write_text("my notes")
+        if "crowded_folder" in cases:  # sorted before the submission, it fills the limit
+            (self.submit / "crowded_folder" / "a_data.bin").write_bytes(b"0" * (SNAPSHOT_LIMIT - 1024))
+        if "nb_too_large" in cases:
+            write_student(self.submit, "nb_too_large", huge_notebook(SOLUTION, SNAPSHOT_LIMIT + 2**20), ".ipynb")
         if "cheat_shadow_modules" in cases:
             for file, text in SHADOWS.items():
                 (self.submit / "cheat_shadow_modules" / file).write_text(text)
