@@ -731,10 +731,11 @@ class _Server:
         wire, limit = self._wire, int(self._config["value_bytes"])
         reply["dropped"] = self._budget.dropped
         try:
-            data = wire.encode(reply, max_bytes=limit)
+            data = wire.encode(reply, max_bytes=limit, max_header=wire.DEFAULT_MAX_HEADER)
         except BaseException as exc:  # noqa: BLE001 - a hostile value must not kill the loop
             what = reply.get("function", "the submission")
-            error = f"{what} returned a value that could not be sent back ({type(exc).__name__})"
+            why = f": {exc}" if isinstance(exc, wire.WireError) else f" ({type(exc).__name__})"
+            error = f"{what} returned a value that could not be sent back{why}"
             data = wire.encode({"ok": False, "error": error, "dropped": self._budget.dropped})
         self._sock.sendall(FRAME.pack(len(data)) + data)
 

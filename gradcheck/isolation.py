@@ -533,7 +533,8 @@ class _Child:
         if isinstance(body, _Failure):
             return body
         try:
-            reply = wire.decode(body, max_bytes=self.limits.value_bytes + (1 << 20))
+            reply = wire.decode(body, max_bytes=self.limits.value_bytes + (1 << 20),
+                                max_header=wire.DEFAULT_MAX_HEADER)
         except wire.WireError as exc:
             return _Failure("garbage", str(exc), during)
         if not isinstance(reply, dict):

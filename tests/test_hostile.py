@@ -322,6 +322,19 @@ CASES.update({
 })
 # Values and exceptions that broke the grader or the child's request loop (a QA session).
 EVIL_TYPE = "class _Meta(type):\n    def __getattribute__(cls, name):\n        raise RuntimeError(name)\n"
+# A reply written straight to the message socket, with a 40 MB header of zeros.
+FORGE_HEADER = """import os, socket, struct
+header = b'["l",[' + b'0,' * 20_000_000 + b'0]]'
+for fd in range(3, 64):
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if sock.family == socket.AF_UNIX:
+        body = struct.pack('>4sQ', b'GCW1', len(header)) + header
+        sock.sendall(struct.pack('>Q', len(body)) + body)
+        break
+return g"""
 CASES.update({
     # The wire carries ints of up to 10,000 bits; float() of one overflowed in the grader
     # (OverflowError: the whole assignment was lost, "the grader could not grade").
@@ -337,6 +350,11 @@ CASES.update({
     # Both processes of a fork without exec replied, and every later reply was read for the
     # wrong call (0 points for correct work); only the child itself replies now.
     "fork_return_bprop": (wrap_bprop("import os\nos.fork()\nreturn g"), ".py", 10, "all match"),
+    # A reply's JSON header of tiny nodes costs the grader ~20 times its size to read: 15
+    # million floats in a list took 77 s and 2 GB of the grader's memory, and cost W2 too.
+    "wire_long_list_bprop": (wrap_bprop("return {'W1': [0.1] * 15_000_000, 'W2': g['W2']}"), ".py", 7,
+                             "a list of 15,000,000 items, too long to send back"),
+    "wire_forged_header_bprop": (wrap_bprop(FORGE_HEADER), ".py", 4, "over the limit of 16,777,216"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
