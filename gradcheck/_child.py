@@ -41,6 +41,9 @@ from typing import Any
 __all__ = ["main", "monitor_kind"]
 
 FRAME = struct.Struct(">Q")
+# The child's exit status when its socket to the grader failed under it: student code closed
+# (or replaced) a file descriptor it did not open, e.g. os.closerange(0, 1024).
+CONNECTION_LOST = 86
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
@@ -446,7 +449,10 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         sys.stdin = open(os.devnull, encoding="utf-8")  # input() fails fast with EOFError
         writers = (_CappedWriter(1, budget), _CappedWriter(2, budget))
         sys.stdout, sys.stderr = writers
-        _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
+        try:
+            _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
+        except OSError:
+            os._exit(CONNECTION_LOST)
     finally:
         os._exit(0)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import wire
-from gradcheck._child import FRAME, monitor_kind
+from gradcheck._child import CONNECTION_LOST, FRAME, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
@@ -404,6 +404,9 @@ class _Failure:
             return f"{what} did not {verb} within {timeout:g} s"
         if self.kind == "garbage":
             return f"{what} sent back a reply that could not be read: {self.detail}"
+        if self.kind == "exit" and self.detail == CONNECTION_LOST:
+            return (f"process lost its connection to the grader {self.during}: it closed file "
+                    "descriptors it did not open (only close what your code opened)")
         if self.kind == "exit":
             return f"process exited with status {self.detail} {self.during}"
         if self.kind == "processes":

@@ -355,6 +355,9 @@ CASES.update({
     "wire_long_list_bprop": (wrap_bprop("return {'W1': [0.1] * 15_000_000, 'W2': g['W2']}"), ".py", 7,
                              "a list of 15,000,000 items, too long to send back"),
     "wire_forged_header_bprop": (wrap_bprop(FORGE_HEADER), ".py", 4, "over the limit of 16,777,216"),
+    # It said "process exited with status 0 during bprop": the student never exited.
+    "close_fds_bprop": (wrap_bprop("import os\nos.closerange(0, 1024)\nreturn g"), ".py", 4,
+                        "process lost its connection to the grader during bprop"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
