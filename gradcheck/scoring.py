@@ -11,7 +11,8 @@ It works the same for every kind of :mod:`gradcheck.assignments` (network, layer
   where it disagrees, earns the rubric's ``consistent_fraction`` of its share (the backward
   pass is right for the forward pass the student wrote). That consistency check runs on
   every failing case, whether or not the forward value happened to fall within tolerance
-  there;
+  there, when the forward check fails on some case: a forward pass right on every case and
+  yet with another gradient is flat, or faked, just around the graded points;
 * **update** (networks only): against ``p - lr * dp`` with random gradients, never the
   reference ones.
 
@@ -441,8 +442,14 @@ def _network_context(assignment: Assignment, case: Case) -> tuple[Any, Any]:
 
 def _check_consistency(box: Any, assignment: Assignment, runs: Sequence[_Run]) -> None:
     """On every case with a wrong gradient: does it match the student's own forward pass?"""
+    # Only a forward pass that is wrong somewhere earns credit for a backward pass consistent
+    # with it: one right on every case, with another slope, is flat (or faked) just around
+    # the graded points (returning the same loss for every nearby call made a bprop of zeros
+    # "consistent": half of every gradient's share for nothing).
+    wrong_forward = any(run.forward_error for run in runs)
     for run in runs:
-        if any(not r.ok for r in run.gradients) and isinstance(run.gradients_value, Mapping):
+        if (wrong_forward and any(not r.ok for r in run.gradients)
+                and isinstance(run.gradients_value, Mapping)):
             run.consistent, run.numerical_own = _consistent_with_own_forward(box, assignment, run)
         _annotate(assignment, run)
 

@@ -335,6 +335,22 @@ for fd in range(3, 64):
         sock.sendall(struct.pack('>Q', len(body)) + body)
         break
 return g"""
+FLAT_NEAR_SEEN = SOLUTION + """
+_true_fprop, _seen = fprop, []
+
+def fprop(x, y, params):
+    for seen_x, seen_params, cache in _seen:
+        if seen_x.shape == x.shape and np.array_equal(seen_x, x):
+            step = max(float(np.max(np.abs(seen_params[k] - params[k]))) for k in params)
+            if 0 < step < 1e-3:
+                return dict(cache)
+    cache = _true_fprop(x, y, params)
+    _seen.append((np.array(x), {k: np.array(v) for k, v in params.items()}, cache))
+    return cache
+
+def bprop(cache):
+    return {"W1": np.zeros((2, 3)), "W2": np.zeros((1, 2))}
+"""
 CASES.update({
     # The wire carries ints of up to 10,000 bits; float() of one overflowed in the grader
     # (OverflowError: the whole assignment was lost, "the grader could not grade").
@@ -358,6 +374,9 @@ CASES.update({
     # It said "process exited with status 0 during bprop": the student never exited.
     "close_fds_bprop": (wrap_bprop("import os\nos.closerange(0, 1024)\nreturn g"), ".py", 4,
                         "process lost its connection to the grader during bprop"),
+    # Right loss at every point the grader asks about, the same loss for every call near one
+    # already seen: a bprop of zeros was "consistent with your fprop", half of each share.
+    "cheat_flat_fprop": (FLAT_NEAR_SEEN, ".py", 4, "dW1[0, 0]: yours 0, expected -0.013660123"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
