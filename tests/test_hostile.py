@@ -924,3 +924,25 @@ def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
         assert folder_bytes(submit / "victim") == victim
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_folder_nested_thousands_of_levels_deep_stops_nothing(tmp_path: Path) -> None:
+    # os.walk and Path.rglob recurse: a student folder 1,500 levels deep stopped the whole
+    # run with RecursionError before anyone was graded (in the discovery of the assignments
+    # and in the snapshot). Only the first levels of a folder are copied now.
+    submit, out = tmp_path / "submit", tmp_path / "out"
+    for student in ("aaa_correct", "deep"):
+        write_student(submit, student, SOLUTION)
+    folder = os.open(submit / "deep", os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=folder)
+        below = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = below
+    os.close(folder)
+    try:
+        result = grade(submit, out, *LIMITS)  # no --assignment: the assignments are discovered
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {s: row["three_input"] for s, row in grades(out).items()} == {"aaa_correct": "10", "deep": "10"}
+    finally:
+        subprocess.run(["rm", "-rf", str(submit)], check=True)  # shutil.rmtree recurses too
