@@ -903,17 +903,13 @@ def _make_scratch(
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    files: list[Path] = []
-    for current, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
-        for name in sorted(names):
-            candidate = Path(current, name)
-            # Symlinks are not followed: they could point anywhere on the grader's disk.
-            if candidate.is_file() and not candidate.is_symlink():
-                files.append(candidate)
-                if len(files) >= _MAX_FILES:
-                    return files
-    return files
+    # Without recursion and a few levels deep: the plugin copies the student's own folder,
+    # which may be nested thousands of levels deep (os.walk raised RecursionError).
+    from gradcheck.submissions import entries
+
+    # Symlinks are not followed: they could point anywhere on the grader's disk.
+    listed = entries(folder, skip=_SKIPPED_DIRS | {".ipynb_checkpoints", ".DS_Store", "__MACOSX"})
+    return [path for path, kind in listed if kind == "file"][:_MAX_FILES]
 
 
 def _chown_tree(root: Path, ids: tuple[int, int]) -> None:

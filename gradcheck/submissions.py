@@ -161,12 +161,13 @@ def _copy_folder(source: Path, destination: Path, first: Sequence[Path] = ()) ->
     return copied
 
 
-def entries(folder: Path, max_depth: int = _MAX_DEPTH,
-            max_entries: int | None = _MAX_ENTRIES) -> list[tuple[Path, str]]:
+def entries(folder: Path, max_depth: int = _MAX_DEPTH, max_entries: int | None = _MAX_ENTRIES,
+            skip: frozenset[str] | set[str] = frozenset(_IGNORED)) -> list[tuple[Path, str]]:
     """``(path, kind)`` below ``folder``, kind ``"dir"``, ``"file"`` or ``"link"`` (not followed).
 
     Without recursion, at most ``max_depth`` levels down and ``max_entries`` entries, and
-    leaving out ``__pycache__``, ``.git`` and the like; sorted within each folder.
+    leaving out the names in ``skip`` (``__pycache__``, ``.git`` and the like); sorted within
+    each folder.
     """
     found: list[tuple[Path, str]] = []
     todo = [(folder, 1)]
@@ -180,7 +181,7 @@ def entries(folder: Path, max_depth: int = _MAX_DEPTH,
             continue
         below = []
         for child in children:
-            if child.name in _IGNORED:
+            if child.name in skip:
                 continue
             path = Path(child.path)
             try:
