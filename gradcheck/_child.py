@@ -41,6 +41,9 @@ from typing import Any
 __all__ = ["main", "monitor_kind"]
 
 FRAME = struct.Struct(">Q")
+# The child's exit status when its socket to the grader failed under it: student code closed
+# (or replaced) a file descriptor it did not open, e.g. os.closerange(0, 1024).
+CONNECTION_LOST = 86
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
@@ -446,7 +449,10 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         sys.stdin = open(os.devnull, encoding="utf-8")  # input() fails fast with EOFError
         writers = (_CappedWriter(1, budget), _CappedWriter(2, budget))
         sys.stdout, sys.stderr = writers
-        _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
+        try:
+            _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
+        except OSError:
+            os._exit(CONNECTION_LOST)
     finally:
         os._exit(0)
 
@@ -645,6 +651,7 @@ class _Server:
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
         self._confined = False  # some layer is in force: a PermissionError is a sandbox wall
+        self._pid = os.getpid()
 
     def serve(self) -> None:
         while True:
@@ -695,12 +702,21 @@ class _Server:
 
     def _call(self, request: dict[str, Any], args: Any, kwargs: Any) -> dict[str, Any]:
         function, keep, pick = request["function"], request.get("keep"), request.get("pick")
-        if self._kernel is not None:
-            outcome = self._kernel.call(function, tuple(args), kwargs, keep=keep, pick=pick)
-        else:
-            outcome = self._loading.invoke(
-                self._namespace, self._store, function, tuple(args), kwargs, keep=keep, pick=pick
-            )
+        try:
+            if self._kernel is not None:
+                outcome = self._kernel.call(function, tuple(args), kwargs, keep=keep, pick=pick)
+            else:
+                outcome = self._loading.invoke(
+                    self._namespace, self._store, function, tuple(args), kwargs, keep=keep,
+                    pick=pick
+                )
+        except BaseException as exc:  # noqa: BLE001 - a hostile object must not end the loop
+            # What the student returned or raised misbehaved when it was looked at (a
+            # metaclass, a __class__ property...): the call failed, the child goes on.
+            error = (f"{function} returned or raised an object that raised "
+                     f"{self._loading._type_name(exc)} when the grader looked at it")
+            return {"ok": False, "value": None, "error": error, "seconds": 0.0,
+                    "function": function}
         return {"ok": outcome.ok, "value": outcome.value, "error": self._hint(outcome.error),
                 "seconds": outcome.seconds, "function": function}
 
@@ -712,15 +728,20 @@ class _Server:
         return None if body is None else self._wire.decode(body)
 
     def _send(self, reply: dict[str, Any]) -> None:
+        if os.getpid() != self._pid:
+            # A student's os.fork() without exec, returning from its call in both processes:
+            # only the child itself replies, or the replies would be read for the wrong calls.
+            os._exit(0)
         for writer in self._writers:  # what was printed reaches the pipe before the reply
             writer.flush()
         wire, limit = self._wire, int(self._config["value_bytes"])
         reply["dropped"] = self._budget.dropped
         try:
-            data = wire.encode(reply, max_bytes=limit)
+            data = wire.encode(reply, max_bytes=limit, max_header=wire.DEFAULT_MAX_HEADER)
         except BaseException as exc:  # noqa: BLE001 - a hostile value must not kill the loop
             what = reply.get("function", "the submission")
-            error = f"{what} returned a value that could not be sent back ({type(exc).__name__})"
+            why = f": {exc}" if isinstance(exc, wire.WireError) else f" ({type(exc).__name__})"
+            error = f"{what} returned a value that could not be sent back{why}"
             data = wire.encode({"ok": False, "error": error, "dropped": self._budget.dropped})
         self._sock.sendall(FRAME.pack(len(data)) + data)
 

@@ -243,7 +243,11 @@ def _course(folder: Path | None) -> Course:
 def _assignments_in(submit_dir: Path, names: tuple[str, ...]) -> tuple[str, ...]:
     # Grade the assignments that anyone submitted, so a class doing two_hidden only is not
     # told about five missing assignments; --assignment chooses explicitly.
-    found = {p.stem for p in submit_dir.rglob("*") if p.suffix in (".py", ".ipynb")}
+    from .submissions import entries
+
+    # Three levels: alice/hw1/two_hidden.py is as deep as a submission sits (see discover).
+    found = {p.stem for p, kind in entries(submit_dir, max_depth=3, max_entries=None)
+             if kind == "file" and p.suffix in (".py", ".ipynb")}
     chosen = tuple(name for name in names if name in found)
     return chosen or names
 

@@ -274,6 +274,8 @@ def describe_value(value: object) -> str:
         summary = getattr(value, "summary", "")
         if marked == "numpy.ndarray" and summary:
             return f"an {summary} (gradients must be float arrays)"
+        if marked in ("list", "tuple", "dict") and isinstance(summary, str) and summary.startswith(marked):
+            return f"a {summary}"  # too long to send back, or a dict with a key that is not a str
         return f"a {marked}"
     kind = type(value).__name__
     if isinstance(value, np.ndarray):

@@ -308,6 +308,8 @@ def _job_key(submission: Submission, name: str, options: RunOptions) -> dict[str
 def _missing_reason(submission: Submission, name: str) -> str:
     if name in submission.linked:
         return link_refusal(submission.linked[name])
+    if name in submission.too_large:
+        return submission.too_large[name]
     return f"{name}.py or {name}.ipynb is missing"
 
 

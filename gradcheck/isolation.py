@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import wire
-from gradcheck._child import FRAME, monitor_kind
+from gradcheck._child import CONNECTION_LOST, FRAME, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
@@ -404,6 +404,9 @@ class _Failure:
             return f"{what} did not {verb} within {timeout:g} s"
         if self.kind == "garbage":
             return f"{what} sent back a reply that could not be read: {self.detail}"
+        if self.kind == "exit" and self.detail == CONNECTION_LOST:
+            return (f"process lost its connection to the grader {self.during}: it closed file "
+                    "descriptors it did not open (only close what your code opened)")
         if self.kind == "exit":
             return f"process exited with status {self.detail} {self.during}"
         if self.kind == "processes":
@@ -533,7 +536,8 @@ class _Child:
         if isinstance(body, _Failure):
             return body
         try:
-            reply = wire.decode(body, max_bytes=self.limits.value_bytes + (1 << 20))
+            reply = wire.decode(body, max_bytes=self.limits.value_bytes + (1 << 20),
+                                max_header=wire.DEFAULT_MAX_HEADER)
         except wire.WireError as exc:
             return _Failure("garbage", str(exc), during)
         if not isinstance(reply, dict):
@@ -899,17 +903,13 @@ def _make_scratch(
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    files: list[Path] = []
-    for current, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
-        for name in sorted(names):
-            candidate = Path(current, name)
-            # Symlinks are not followed: they could point anywhere on the grader's disk.
-            if candidate.is_file() and not candidate.is_symlink():
-                files.append(candidate)
-                if len(files) >= _MAX_FILES:
-                    return files
-    return files
+    # Without recursion and a few levels deep: the plugin copies the student's own folder,
+    # which may be nested thousands of levels deep (os.walk raised RecursionError).
+    from gradcheck.submissions import entries
+
+    # Symlinks are not followed: they could point anywhere on the grader's disk.
+    listed = entries(folder, skip=_SKIPPED_DIRS | {".ipynb_checkpoints", ".DS_Store", "__MACOSX"})
+    return [path for path, kind in listed if kind == "file"][:_MAX_FILES]
 
 
 def _chown_tree(root: Path, ids: tuple[int, int]) -> None:

@@ -165,7 +165,7 @@ def invoke(
     if target is None:
         return Outcome(False, error=_not_defined(namespace, function))
     if not callable(target):
-        return Outcome(False, error=f"{function} is a {type(target).__name__}, not a function")
+        return Outcome(False, error=f"{function} is a {_type_name(target)}, not a function")
     try:
         args, kwargs = _resolve(args, store), _resolve(dict(kwargs), store)
     except LookupError as exc:
@@ -175,7 +175,11 @@ def invoke(
         value = target(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
-        return Outcome(False, error=_call_failure(namespace, function, exc), seconds=seconds)
+        try:
+            error = _call_failure(namespace, function, exc)
+        except BaseException:  # noqa: BLE001 - its repr, traceback or attributes may raise too
+            error = f"{function} raised {_type_name(exc)}"
+        return Outcome(False, error=error, seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
         store[keep] = value
@@ -190,11 +194,26 @@ def describe_exception(exc: BaseException) -> str:
     Returns text such as ``"raised ValueError: shapes (2,3) and (2,3) not aligned (line 14 of
     two_hidden.py)"`` or ``"called sys.exit(0)"``.
     """
+    try:
+        return _describe_exception(exc)
+    except BaseException:  # noqa: BLE001 - a __class__ property, say, that raises
+        return f"raised {_type_name(exc)}"
+
+
+def _describe_exception(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
+        try:
+            code = repr(exc.code)
+            code = str.__str__(code) if isinstance(code, str) else "..."
+        except BaseException:  # noqa: BLE001 - sys.exit(obj) with a repr that raises
+            code = "..."
+        return f"called sys.exit({_short(code)})"
     message = _short(_safe_str(exc))
-    where = _student_location(exc)
-    text = f"raised {type(exc).__name__}" + (f": {message}" if message else "")
+    try:
+        where = _student_location(exc)
+    except BaseException:  # noqa: BLE001 - a student's exception may fake its traceback
+        where = None
+    text = f"raised {_type_name(exc)}" + (f": {message}" if message else "")
     return text + (f" ({where})" if where else "")
 
 
@@ -204,7 +223,7 @@ def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome
     if not isinstance(value, Mapping):
         return Outcome(
             False,
-            error=f"{function} returned a {type(value).__name__}, not a dict with {pick!r}",
+            error=f"{function} returned a {_type_name(value)}, not a dict with {pick!r}",
             seconds=seconds,
         )
     try:
@@ -216,7 +235,7 @@ def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome
 def _pick_item(function: str, value: Any, index: int, seconds: float) -> Outcome:
     # A layer's forward returns (out, cache): the grader wants out, the cache stays here.
     if not isinstance(value, (tuple, list)) or len(value) < 2:
-        return Outcome(False, error=(f"{function} returned a {type(value).__name__}, not a "
+        return Outcome(False, error=(f"{function} returned a {_type_name(value)}, not a "
                                      "tuple (out, cache)"), seconds=seconds)
     return Outcome(True, value[index], seconds=seconds)
 
@@ -235,7 +254,7 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
             return stored[value.item]
         except BaseException:  # noqa: BLE001 - a student's container may raise anything
             raise LookupError(f"the value stored under {value.name!r} has no item "
-                              f"{value.item} (a {type(stored).__name__})") from None
+                              f"{value.item} (a {_type_name(stored)})") from None
     if isinstance(value, tuple):
         return tuple(_resolve(item, store) for item in value)
     if isinstance(value, list):
@@ -286,9 +305,25 @@ _STUDENT_ROOTS: list[str] = []
 
 def _safe_str(exc: BaseException) -> str:
     try:
-        return str(exc)
+        text = str(exc)
+        # A str subclass's methods (split, __len__...) are the student's: keep a plain copy.
+        return str.__str__(text) if isinstance(text, str) else ""
     except BaseException:  # noqa: BLE001 - a student's __str__ may raise
         return ""
+
+
+def _type_name(value: object) -> str:
+    """The name of ``value``'s class, read past any metaclass the student wrote.
+
+    ``type(value).__name__`` runs a metaclass's ``__getattribute__``, which may raise
+    anything: the child's request loop would then die, and the student read that the process
+    "exited with status 0".
+    """
+    try:
+        name = type.__getattribute__(type(value), "__name__")
+        return str.__str__(name) if isinstance(name, str) else "object"
+    except BaseException:  # noqa: BLE001
+        return "object"
 
 
 def _short(text: str) -> str:
@@ -545,7 +580,7 @@ class _CellLog:
         root = _root_cause(self.namespace, exc)
         if root is None:
             message = _short(_safe_str(exc))
-            cause = f"cell {number} failed ({type(exc).__name__}" + (
+            cause = f"cell {number} failed ({_type_name(exc)}" + (
                 f": {message})" if message else ")")
             self._new_root(number, source, describe_exception(exc), cause)
             return

@@ -61,6 +61,7 @@ _OUTPUT_HEAD_LINES = 40
 # Characters XML 1.0 forbids even as references, plus lone surrogates that cannot be encoded.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._\-]")
+_HASHED_NAME = re.compile(r"-[0-9a-f]{8}$")  # how a changed name ends: it is never kept as it is
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 )
@@ -488,7 +489,8 @@ def student_folder(student: str) -> str:
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; names that
     are empty, start with a dot (``..``, hidden folders) or are reserved on Windows get a
     ``_`` prefix. A name that had to change gets a short hash of the id, so two ids never
-    share a folder (``a b`` and ``a_b``). The grader uses the same function for figures.
+    share a folder (``a b`` and ``a_b``); so does a name that ends like one (``a_b-1234abcd``
+    cannot take the folder of ``a b``). The grader uses the same function for figures.
 
     Example:
         >>> student_folder("alice"), student_folder("..")
@@ -497,7 +499,7 @@ def student_folder(student: str) -> str:
     name = _UNSAFE_NAME.sub("_", student)[:100]
     if not name or name.startswith(".") or name.split(".")[0].upper() in _WINDOWS_RESERVED:
         name = "_" + name
-    if name != student:
+    if name != student or _HASHED_NAME.search(name):
         digest = hashlib.sha256(student.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         name = f"{name}-{digest}"
     return name

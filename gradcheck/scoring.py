@@ -11,7 +11,8 @@ It works the same for every kind of :mod:`gradcheck.assignments` (network, layer
   where it disagrees, earns the rubric's ``consistent_fraction`` of its share (the backward
   pass is right for the forward pass the student wrote). That consistency check runs on
   every failing case, whether or not the forward value happened to fall within tolerance
-  there;
+  there, when the forward check fails on some case: a forward pass right on every case and
+  yet with another gradient is flat, or faked, just around the graded points;
 * **update** (networks only): against ``p - lr * dp`` with random gradients, never the
   reference ones.
 
@@ -29,6 +30,8 @@ returns finite differences instead of derivatives).
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +66,7 @@ FigureWriter = Callable[[str, str, np.ndarray, np.ndarray], "str | None"]
 # Two analytic float64 gradients agree to rounding (~1e-16, 1e-13 at worst); finite
 # differences cannot get below ~1e-11 (truncation and cancellation), whatever the step.
 _FINITE_DIFFERENCE_FLOOR = 1e-12
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -438,8 +442,14 @@ def _network_context(assignment: Assignment, case: Case) -> tuple[Any, Any]:
 
 def _check_consistency(box: Any, assignment: Assignment, runs: Sequence[_Run]) -> None:
     """On every case with a wrong gradient: does it match the student's own forward pass?"""
+    # Only a forward pass that is wrong somewhere earns credit for a backward pass consistent
+    # with it: one right on every case, with another slope, is flat (or faked) just around
+    # the graded points (returning the same loss for every nearby call made a bprop of zeros
+    # "consistent": half of every gradient's share for nothing).
+    wrong_forward = any(run.forward_error for run in runs)
     for run in runs:
-        if any(not r.ok for r in run.gradients) and isinstance(run.gradients_value, Mapping):
+        if (wrong_forward and any(not r.ok for r in run.gradients)
+                and isinstance(run.gradients_value, Mapping)):
             run.consistent, run.numerical_own = _consistent_with_own_forward(box, assignment, run)
         _annotate(assignment, run)
 
@@ -593,7 +603,14 @@ def _judge_update(run: _Run, result: Any, expected: Mapping[str, np.ndarray]) ->
 
 
 def _plain(value: object) -> object:
-    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through containers."""
+    """Unwrap array subclasses (np.matrix...) the wire marks, recursively through containers.
+
+    A Python int beyond float64's range (``10**400``: the wire carries ints of up to 10,000
+    bits) becomes an infinity of its sign, so that it reads as the non-finite number it is
+    instead of raising OverflowError wherever a float is made of it.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT_MAX:
+        return math.inf if value > 0 else -math.inf
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):

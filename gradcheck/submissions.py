@@ -20,11 +20,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Submission", "discover", "snapshot", "content_hash"]
+__all__ = ["Submission", "discover", "snapshot", "content_hash", "entries"]
 
 _IGNORED = {"__pycache__", ".ipynb_checkpoints", ".git", ".DS_Store", "__MACOSX"}
 _SNAPSHOT_LIMIT = 50 * 1024 * 1024  # a student folder larger than this is not copied whole
 _SNAPSHOT_ATTEMPTS = 5  # copies of a folder that keeps changing before the last one is kept
+# Folder levels below a student's folder that are copied, and entries looked at: a tree
+# nested thousands of levels deep stopped the whole run (RecursionError in os.walk).
+_MAX_DEPTH = 32
+_MAX_ENTRIES = 20_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Submission:
     """SHA-256 over every snapshot file's relative path and bytes (helpers, data files)."""
     linked: dict[str, str] = field(default_factory=dict)
     """Assignment name -> file name, for files that were symbolic links (never followed)."""
+    too_large: dict[str, str] = field(default_factory=dict)
+    """Assignment name -> why its file was not copied: it is over the snapshot's limit."""
 
 
 def discover(submit_dir: Path, assignments: Sequence[str]) -> list[Submission]:
@@ -86,7 +92,8 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         before = _fingerprint(submission.folder)
         if attempt:
             shutil.rmtree(destination, ignore_errors=True)
-        copied = _copy_folder(submission.folder, destination)
+        # The assignment files first: a big data file must not crowd them out of the limit.
+        copied = _copy_folder(submission.folder, destination, list(submission.files.values()))
         if _fingerprint(submission.folder) == before:
             break
     else:
@@ -94,6 +101,10 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
                   "graded",)
     files = {name: destination / file.relative_to(submission.folder) for name, file in submission.files.items()}
     linked = {name: file.name for name, file in submission.files.items() if file.is_symlink()}
+    sizes = {name: _size(file) for name, file in submission.files.items()
+             if name not in linked and not files[name].is_file()}
+    too_large = {name: _too_large_reason(submission.files[name].name, size)
+                 for name, size in sizes.items() if size > _SNAPSHOT_LIMIT}
     files = {name: path for name, path in files.items() if path.is_file()}
     digests = {name: hashlib.sha256(copied[path]).hexdigest() for name, path in files.items() if path in copied}
     folder = hashlib.sha256()
@@ -101,52 +112,102 @@ def snapshot(submission: Submission, destination: Path) -> Submission:
         folder.update(str(path.relative_to(destination)).encode("utf-8", "surrogateescape") + b"\0")
         folder.update(hashlib.sha256(copied[path]).digest())
     return Submission(submission.student, destination, files, submission.unknown, notes,
-                      digests, folder.hexdigest(), linked)
+                      digests, folder.hexdigest(), linked, too_large)
 
 
-def _copy_folder(source: Path, destination: Path) -> dict[Path, bytes]:
+def _too_large_reason(file_name: str, size: int) -> str:
+    """Why an assignment file over the snapshot's limit is not graded, in one sentence."""
+    return (f"{file_name} is {size / 2**20:,.0f} MB, more than the {_SNAPSHOT_LIMIT // 2**20} MB "
+            "a submission may hold, so it was not graded: clear the notebook's outputs (or "
+            "remove what makes it so large) and submit it again")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+
+
+def _copy_folder(source: Path, destination: Path, first: Sequence[Path] = ()) -> dict[Path, bytes]:
     """Copy ``source`` to ``destination``; return each copied file's bytes, by target path.
 
     Each file is read once and written from those bytes, so its digest is the digest of
-    what was written, whatever happens to the original meanwhile.
+    what was written, whatever happens to the original meanwhile. The files ``first`` are
+    copied before the others, so they are the last to be left out by the size limit.
     """
     destination.mkdir(parents=True, exist_ok=True)
     budget = _SNAPSHOT_LIMIT
     copied: dict[Path, bytes] = {}
-    for path in sorted(source.rglob("*")):
-        relative = path.relative_to(source)
-        if path.is_symlink() or any(part in _IGNORED for part in relative.parts):
-            continue
-        target = destination / relative
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        elif path.is_file() and path.stat().st_size <= budget:
-            try:
+    # Never a link: it could point anywhere on the grader's disk (the answer key...).
+    ahead = [path for path in first if path.parent == source and not path.is_symlink()]
+    listed = [path for path, kind in entries(source) if kind != "link" and path not in ahead]
+    for path in ahead + listed:
+        target = destination / path.relative_to(source)
+        try:
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif path.is_file() and path.stat().st_size <= budget:
                 data = path.read_bytes()
-            except OSError:
-                continue  # deleted (or made unreadable) while we copied: the retry sees it
-            if len(data) > budget:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            copied[target] = data
-            budget -= len(data)
+                if len(data) > budget:
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                copied[target] = data
+                budget -= len(data)
+        except OSError:
+            continue  # deleted or made unreadable while we copied (the retry sees it), or a
+            # name too long to copy
     return copied
+
+
+def entries(folder: Path, max_depth: int = _MAX_DEPTH, max_entries: int | None = _MAX_ENTRIES,
+            skip: frozenset[str] | set[str] = frozenset(_IGNORED)) -> list[tuple[Path, str]]:
+    """``(path, kind)`` below ``folder``, kind ``"dir"``, ``"file"`` or ``"link"`` (not followed).
+
+    Without recursion, at most ``max_depth`` levels down and ``max_entries`` entries, and
+    leaving out the names in ``skip`` (``__pycache__``, ``.git`` and the like); sorted within
+    each folder.
+    """
+    found: list[tuple[Path, str]] = []
+    todo = [(folder, 1)]
+    limit = max_entries if max_entries is not None else float("inf")
+    while todo and len(found) < limit:
+        current, depth = todo.pop()
+        try:
+            with os.scandir(current) as listing:
+                children = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        below = []
+        for child in children:
+            if child.name in skip:
+                continue
+            path = Path(child.path)
+            try:
+                kind = ("link" if child.is_symlink() else
+                        "dir" if child.is_dir(follow_symlinks=False) else "file")
+            except OSError:
+                continue
+            found.append((path, kind))
+            if kind == "dir" and depth < max_depth:
+                below.append((path, depth + 1))
+        todo.extend(reversed(below))
+    return found if max_entries is None else found[:max_entries]
 
 
 def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
     """What the folder looks like (names, sizes, modification times), to notice changes."""
-    entries = []
-    for current, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in _IGNORED)
-        for name in sorted(names):
-            path = Path(current, name)
-            try:
-                stat = path.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            entries.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
-    return tuple(entries)
+    listed = []
+    for path, kind in entries(folder):
+        if kind == "dir":
+            continue
+        try:
+            stat = path.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        listed.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    return tuple(listed)
 
 
 def content_hash(path: Path) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_HEADER",
     "ArraySubclass",
     "Ref",
     "Unsupported",
@@ -36,6 +37,14 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
+# The JSON header (the structure; arrays travel as raw buffers after it) of a reply from
+# student code. A header of tiny nodes (``[[], [], ...]``) costs the reader up to 20 times
+# its size in Python objects: 256 MB of it took a grader 2.3 GB per reply.
+DEFAULT_MAX_HEADER = 16 * 1024 * 1024
+# What one node costs the header at most (a float's repr and a comma), for the encoder's
+# estimate; strings are charged their length, arrays their metadata.
+_HEADER_NODE = 26
+_HEADER_ARRAY = 96
 
 _MAGIC = b"GCW1"
 _PREFIX = struct.Struct(">4sQ")  # magic, header length
@@ -104,6 +113,7 @@ def encode(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
     strict: bool = False,
+    max_header: int | None = None,
 ) -> bytes:
     """Encode ``value`` to bytes without pickle.
 
@@ -114,23 +124,32 @@ def encode(
         max_depth: Nesting limit; deeper parts (or cycles) become :class:`Unsupported`.
         strict: Raise :class:`WireError` instead of producing markers (for trusted callers,
             whose values must all be representable).
+        max_header: Budget for the JSON header (the structure, without the array buffers):
+            a list or dict that would take it past the budget becomes one marker; None for
+            no limit.
 
     Returns:
         The encoded message.
 
     Raises:
-        WireError: Only with ``strict=True``.
+        WireError: With ``strict=True``; and when the header is over ``max_header`` even so
+            (strings that JSON escapes take more than their length).
     """
-    encoder = _Encoder(max_bytes=max_bytes, max_depth=max_depth, strict=strict)
+    encoder = _Encoder(max_bytes=max_bytes, max_depth=max_depth, strict=strict,
+                       max_header=max_header)
     tree = encoder.node(value, 0)
     header = json.dumps(tree, separators=(",", ":"), allow_nan=True).encode()
+    if max_header is not None and len(header) > max_header:
+        raise WireError(f"its structure takes {len(header):,} bytes, over the limit of "
+                        f"{max_header:,} (long lists of numbers travel as numpy arrays)")
     parts = [_PREFIX.pack(_MAGIC, len(header)), header]
     parts.extend(encoder.blobs)
     return b"".join(parts)
 
 
 def decode(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH,
+    max_header: int | None = None,
 ) -> Any:
     """Decode bytes produced by :func:`encode`.
 
@@ -140,6 +159,8 @@ def decode(
         data: The message.
         max_bytes: Messages longer than this are refused.
         max_depth: Deeper structures are refused.
+        max_header: Messages whose JSON header is longer than this are refused before it is
+            parsed (None: no limit but ``max_bytes``).
 
     Returns:
         The value.
@@ -157,6 +178,9 @@ def decode(
     magic, header_len = _PREFIX.unpack(view[: _PREFIX.size])
     if magic != _MAGIC:
         raise WireError("message does not start with the gradcheck wire marker")
+    if max_header is not None and header_len > max_header:
+        raise WireError(f"its structure takes {header_len:,} bytes, over the limit of "
+                        f"{max_header:,} (long lists of numbers travel as numpy arrays)")
     start = _PREFIX.size + header_len
     if start > len(view):
         raise WireError("message is truncated: the header runs past the end")
@@ -182,8 +206,11 @@ def type_name(value: object) -> str:
 
 
 class _Encoder:
-    def __init__(self, *, max_bytes: int, max_depth: int, strict: bool) -> None:
+    def __init__(self, *, max_bytes: int, max_depth: int, strict: bool,
+                 max_header: int | None = None) -> None:
         self.budget = max_bytes - _PREFIX.size
+        # Kept below the limit by a margin for the markers that replace what did not fit.
+        self.header = math.inf if max_header is None else max_header * 0.9
         self.max_depth = max_depth
         self.strict = strict
         self.blobs: list[bytes] = []
@@ -191,6 +218,7 @@ class _Encoder:
 
     def node(self, value: object, depth: int) -> Any:
         self.budget -= _NODE_COST
+        self.header -= _HEADER_NODE
         if self.budget < 0:
             return self.unsupported(value, "over the size limit of the message")
         if depth >= self.max_depth:
@@ -211,6 +239,7 @@ class _Encoder:
             return ["c", float(value.real), float(value.imag)]
         if isinstance(value, str):
             self.budget -= len(value)
+            self.header -= str.__len__(value)
             return str(value)
         return self.container(value, depth)
 
@@ -235,7 +264,12 @@ class _Encoder:
         if isinstance(value, (list, tuple)):
             items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
             tag = "l" if isinstance(value, list) else "t"
-            return [tag, [self.node(item, depth + 1) for item in items]]
+            nodes, start = [], self.header
+            for item in items:
+                nodes.append(self.node(item, depth + 1))
+                if self.header < 0:
+                    return self.too_long(value, start)
+            return [tag, nodes]
         if isinstance(value, dict):
             return self.mapping(value, depth)
         return self.unsupported(value, _summary(value))
@@ -245,7 +279,21 @@ class _Encoder:
         bad = [key for key, _ in pairs if not isinstance(key, str)]
         if bad:
             return self.unsupported(value, f"dict with a non-str key {_summary(bad[0])}")
-        return ["d", [[str(key), self.node(item, depth + 1)] for key, item in pairs]]
+        nodes, start = [], self.header
+        for key, item in pairs:
+            self.header -= str.__len__(key)
+            nodes.append([str(key), self.node(item, depth + 1)])
+            if self.header < 0:
+                return self.too_long(value, start)
+        return ["d", nodes]
+
+    def too_long(self, value: object, start: float) -> Any:
+        """One marker for a container whose items would take the header over its budget."""
+        self.header = start - _HEADER_ARRAY - _SUMMARY_CHARS  # the marker stands for all of it
+        size = next((kind.__len__ for kind in (list, tuple, dict) if isinstance(value, kind)), None)
+        length = size(value) if size is not None else 0  # the type's own: a subclass's may lie
+        return self.unsupported(value, f"{type_name(value)} of {length:,} items, too long to send "
+                                       "back (long lists of numbers travel as numpy arrays)")
 
     def array(self, value: np.ndarray) -> Any:
         subclass = type(value) is not np.ndarray
@@ -262,6 +310,7 @@ class _Encoder:
             return self.unsupported(
                 value, f"array of {base.nbytes:,} bytes over the size limit of the message"
             )
+        self.header -= _HEADER_ARRAY
         meta: dict[str, Any] = {"dtype": base.dtype.str, "shape": list(base.shape)}
         meta["at"], meta["n"] = self.blob(np.ascontiguousarray(base).tobytes())
         if subclass:
@@ -269,6 +318,7 @@ class _Encoder:
         return ["a", meta]
 
     def scalar(self, value: np.generic) -> Any:
+        self.header -= _HEADER_ARRAY
         dtype = value.dtype.newbyteorder("=")
         if dtype.str not in _DTYPES:
             return self.unsupported(value, f"numpy scalar of dtype {value.dtype}")

@@ -320,6 +320,79 @@ CASES.update({
                   "Too many open files"),
     "cheat_gc_scan": (GC_THIEF, ".py", 4, '"modules": []'),
 })
+# Values and exceptions that broke the grader or the child's request loop (a QA session).
+EVIL_TYPE = "class _Meta(type):\n    def __getattribute__(cls, name):\n        raise RuntimeError(name)\n"
+# A reply written straight to the message socket, with a 40 MB header of zeros.
+FORGE_HEADER = """import os, socket, struct
+header = b'["l",[' + b'0,' * 20_000_000 + b'0]]'
+for fd in range(3, 64):
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if sock.family == socket.AF_UNIX:
+        body = struct.pack('>4sQ', b'GCW1', len(header)) + header
+        sock.sendall(struct.pack('>Q', len(body)) + body)
+        break
+return g"""
+FLAT_NEAR_SEEN = SOLUTION + """
+_true_fprop, _seen = fprop, []
+
+def fprop(x, y, params):
+    for seen_x, seen_params, cache in _seen:
+        if seen_x.shape == x.shape and np.array_equal(seen_x, x):
+            step = max(float(np.max(np.abs(seen_params[k] - params[k]))) for k in params)
+            if 0 < step < 1e-3:
+                return dict(cache)
+    cache = _true_fprop(x, y, params)
+    _seen.append((np.array(x), {k: np.array(v) for k, v in params.items()}, cache))
+    return cache
+
+def bprop(cache):
+    return {"W1": np.zeros((2, 3)), "W2": np.zeros((1, 2))}
+"""
+CASES.update({
+    # The wire carries ints of up to 10,000 bits; float() of one overflowed in the grader
+    # (OverflowError: the whole assignment was lost, "the grader could not grade").
+    "wire_bigint_bprop": (wrap_bprop("return {'W1': [[10**400] * 3] * 2, 'W2': g['W2']}"), ".py", 7,
+                          "non-finite value(s) in 'W1', first at index (0, 0): inf"),
+    "wire_bigint_loss": (SOLUTION + "\n_f = fprop\n\ndef fprop(x, y, params):\n    cache = _f(x, y, params)\n"
+                         "    cache['loss'] = -10**400\n    return cache\n", ".py", 8, "fprop's loss is -inf"),
+    # Describing these killed the child's loop: "process exited with status 0 during bprop".
+    "exc_metaclass_bprop": (wrap_bprop(EVIL_TYPE + "class E(Exception, metaclass=_Meta):\n    pass\nraise E('hi')"),
+                            ".py", 4, "bprop raised E: hi"),
+    "exc_exit_repr_bprop": (wrap_bprop("class R:\n    def __repr__(self):\n        raise ValueError\n"
+                                       "import sys\nsys.exit(R())"), ".py", 4, "bprop called sys.exit(...)"),
+    # Both processes of a fork without exec replied, and every later reply was read for the
+    # wrong call (0 points for correct work); only the child itself replies now.
+    "fork_return_bprop": (wrap_bprop("import os\nos.fork()\nreturn g"), ".py", 10, "all match"),
+    # A reply's JSON header of tiny nodes costs the grader ~20 times its size to read: 15
+    # million floats in a list took 77 s and 2 GB of the grader's memory, and cost W2 too.
+    "wire_long_list_bprop": (wrap_bprop("return {'W1': [0.1] * 15_000_000, 'W2': g['W2']}"), ".py", 7,
+                             "a list of 15,000,000 items, too long to send back"),
+    "wire_forged_header_bprop": (wrap_bprop(FORGE_HEADER), ".py", 4, "over the limit of 16,777,216"),
+    # It said "process exited with status 0 during bprop": the student never exited.
+    "close_fds_bprop": (wrap_bprop("import os\nos.closerange(0, 1024)\nreturn g"), ".py", 4,
+                        "process lost its connection to the grader during bprop"),
+    # Right loss at every point the grader asks about, the same loss for every call near one
+    # already seen: a bprop of zeros was "consistent with your fprop", half of each share.
+    "cheat_flat_fprop": (FLAT_NEAR_SEEN, ".py", 4, "dW1[0, 0]: yours 0, expected -0.013660123"),
+    # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
+    "crowded_folder": (SOLUTION, ".py", 10, "all match"),
+    "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
+})
+SNAPSHOT_LIMIT = 50 * 2**20
+
+
+def huge_notebook(source: str, size: int) -> str:
+    """A notebook whose saved output makes it ``size`` bytes or more."""
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="z" * size)]
+    notebook.cells = [cell]
+    return nbformat.writes(notebook)
+
+
 # Files next to the submission that a fresh interpreter would run: a forked child never does.
 SHADOWS = {"numpy.py": "raise SystemExit('the shadow numpy ran')\n",
            "sitecustomize.py": "raise SystemExit('sitecustomize ran')\n",
@@ -471,6 +544,10 @@ class HostileRun:
         if "own_files" in cases:
             (self.submit / "own_files" / "data.csv").write_text("a,b\n1,2\n")
             (self.submit / "own_files" / "notes.txt").write_text("my notes")
+        if "crowded_folder" in cases:  # sorted before the submission, it fills the limit
+            (self.submit / "crowded_folder" / "a_data.bin").write_bytes(b"0" * (SNAPSHOT_LIMIT - 1024))
+        if "nb_too_large" in cases:
+            write_student(self.submit, "nb_too_large", huge_notebook(SOLUTION, SNAPSHOT_LIMIT + 2**20), ".ipynb")
         if "cheat_shadow_modules" in cases:
             for file, text in SHADOWS.items():
                 (self.submit / "cheat_shadow_modules" / file).write_text(text)
@@ -849,3 +926,25 @@ def test_user_keeps_student_code_away_from_solutions_outputs_and_other_students(
         assert folder_bytes(submit / "victim") == victim
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_folder_nested_thousands_of_levels_deep_stops_nothing(tmp_path: Path) -> None:
+    # os.walk and Path.rglob recurse: a student folder 1,500 levels deep stopped the whole
+    # run with RecursionError before anyone was graded (in the discovery of the assignments
+    # and in the snapshot). Only the first levels of a folder are copied now.
+    submit, out = tmp_path / "submit", tmp_path / "out"
+    for student in ("aaa_correct", "deep"):
+        write_student(submit, student, SOLUTION)
+    folder = os.open(submit / "deep", os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=folder)
+        below = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = below
+    os.close(folder)
+    try:
+        result = grade(submit, out, *LIMITS)  # no --assignment: the assignments are discovered
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {s: row["three_input"] for s, row in grades(out).items()} == {"aaa_correct": "10", "deep": "10"}
+    finally:
+        subprocess.run(["rm", "-rf", str(submit)], check=True)  # shutil.rmtree recurses too

@@ -440,3 +440,21 @@ def test_child_runs_as_another_user(tmp_path: Path) -> None:
 def test_unknown_user_is_refused(student: Path) -> None:
     with pytest.raises(ValueError):
         Sandbox(student, user="no-such-user-gradcheck")
+
+
+def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down(student: Path) -> None:
+    # The plugin copies the student's own folder (the grader, its snapshot): os.walk recursed
+    # and raised RecursionError, which no call survived.
+    folder = os.open(student.parent, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=folder)
+        below = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = below
+    os.close(folder)
+    try:
+        with Sandbox(student, limits=FAST) as sandbox:
+            assert sandbox.load().ok
+            assert sandbox.call("fprop", np.ones(3), np.zeros(2), {"W": np.ones((2, 3))}, pick="loss").ok
+    finally:
+        subprocess.run(["rm", "-rf", str(student.parent / "d")], check=True)  # rmtree recurses too

@@ -188,6 +188,13 @@ def test_student_folders_stay_inside_the_output(student: str, prefix: str, tmp_p
     assert student_folder("alice") == "alice"
 
 
+def test_an_id_spelled_like_another_s_folder_does_not_share_it() -> None:
+    # "with space" -> "with_space-b8b8f25a": a student whose folder is named that must not
+    # overwrite the other's results.json (it did: the name was safe, so it was kept).
+    taken = student_folder("with space")
+    assert student_folder(taken) != taken and student_folder(taken).startswith(taken + "-")
+
+
 @settings(max_examples=50)
 @given(st.text(max_size=40), st.text(max_size=40))
 def test_any_student_id_is_a_plain_child_folder_of_its_own(student: str, other: str) -> None:

@@ -192,3 +192,21 @@ def test_corrupted_messages_only_ever_raise_wire_error(value: object, data: st.D
 def test_type_name_is_qualified() -> None:
     assert wire.type_name(np.matrix([[1]])) == "numpy.matrix"
     assert wire.type_name({1}) == "set"
+
+
+def test_a_header_over_max_header_is_refused_before_it_is_parsed() -> None:
+    header = b'["l",[' + b"0," * 1_000_000 + b"0]]"
+    data = struct.pack(">4sQ", b"GCW1", len(header)) + header
+    assert len(decode(data)) == 1_000_001  # no limit unless one is asked for
+    with pytest.raises(WireError, match="over the limit of 100,000"):
+        decode(data, max_header=100_000)
+
+
+def test_a_list_too_long_for_max_header_becomes_one_marker_and_its_siblings_still_travel() -> None:
+    value = {"W1": [0.1] * 1_000_000, "W2": np.ones((1, 2)), "loss": 0.5}
+    data = encode(value, max_header=100_000)
+    out = decode(data, max_header=100_000)
+    assert isinstance(out["W1"], Unsupported) and "list of 1,000,000 items, too long" in out["W1"].summary
+    assert out["W2"].tolist() == [[1.0, 1.0]] and out["loss"] == 0.5
+    with pytest.raises(WireError, match="over the limit"):
+        encode({"text": "\u00e9" * 50_000}, max_header=100_000)  # JSON escapes it: 6 bytes a char
