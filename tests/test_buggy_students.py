@@ -1,0 +1,101 @@
+"""Common student bugs graded by the real grader: the points lost and the cause named.
+
+Each student is a reference solution with one line changed, the way real students get it
+wrong. One grader run per course (module-scoped fixtures) grades them all; each test reads
+one student's results.json and checks the score of every check, that the failing check
+names the cause in a student's words, and that no wrong cause is named.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GRADER = ROOT / "grader.py"
+LAYERS = ROOT / "examples" / "courses" / "layers"
+
+
+@dataclass(frozen=True)
+class Student:
+    assignment: str
+    old: str
+    new: str
+    lost: dict[str, float]
+    """Points lost, by check name (e.g. "bprop: W1"); every other check scores in full."""
+    words: tuple[str, ...] = ()
+    """Phrases the failing checks' output must contain."""
+    never: tuple[str, ...] = ()
+    """Phrases it must not contain (a wrong cause)."""
+
+
+def patched(folder: Path, s: Student) -> str:
+    """The reference with ``s.old`` replaced inside its solution blocks (exactly once)."""
+    parts = (folder / f"{s.assignment}.py").read_text().split("### BEGIN SOLUTION")
+    bodies = [part.partition("### END SOLUTION") for part in parts[1:]]
+    assert sum(body.count(s.old) for body, _, _ in bodies) == 1, s.old
+    return "### BEGIN SOLUTION".join(
+        [parts[0]] + [body.replace(s.old, s.new) + sep + rest for body, sep, rest in bodies])
+
+
+DOCUMENT: dict[str, Student] = {}
+
+LAYER_STUDENTS: dict[str, Student] = {
+    # The worked example has N = 2: "scaled by 2" there would name a factor nobody wrote.
+    "softmax_no_1_over_n": Student(
+        "softmax", "return float(loss), dx / n", "return float(loss), dx", {"softmax_loss: dx": 6},
+        ("scaled by N with N = 3, the batch size",), ("factor 2",)),
+    "affine_dw_mean": Student(
+        "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
+        ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+}
+
+
+def _grade(folder: Path, students: dict[str, Student], tmp: Path, *args: str) -> Path:
+    submit, out = tmp / "submit", tmp / "out"
+    for name, s in students.items():
+        (submit / name).mkdir(parents=True)
+        (submit / name / f"{s.assignment}.py").write_text(patched(folder, s))
+    result = subprocess.run(
+        [sys.executable, str(GRADER), str(submit), "--out", str(out), "--workers", "2", *args],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _grade(ROOT / "solutions", DOCUMENT, tmp_path_factory.mktemp("document"))
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _grade(LAYERS, LAYER_STUDENTS, tmp_path_factory.mktemp("layers"), "--course", str(LAYERS))
+
+
+def check(out: Path, name: str, s: Student) -> None:
+    tests = json.loads((out / name / "results.json").read_text())["tests"]
+    mine = {t["name"].split(": ", 1)[1]: t for t in tests if t["name"].startswith(f"{s.assignment}: ")}
+    assert mine and set(s.lost) <= set(mine), sorted(mine)
+    for check_name, t in mine.items():
+        assert t["max_score"] - t["score"] == pytest.approx(s.lost.get(check_name, 0)), (check_name, t)
+    text = "\n".join(mine[c]["output"] for c in s.lost)
+    for words in s.words:
+        assert words in text, f"{words!r} not in\n{text}"
+    for words in s.never:
+        assert words not in text, f"{words!r} in\n{text}"
+
+
+@pytest.mark.parametrize("name", list(DOCUMENT))
+def test_a_document_student_loses_the_wrong_share_and_hears_why(document: Path, name: str) -> None:
+    check(document, name, DOCUMENT[name])
+
+
+@pytest.mark.parametrize("name", list(LAYER_STUDENTS))
+def test_a_layers_student_loses_the_wrong_share_and_hears_why(layers: Path, name: str) -> None:
+    check(layers, name, LAYER_STUDENTS[name])
