@@ -732,7 +732,7 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
                failing: Sequence[tuple[_Run, Any]], consistent: bool) -> str:
     """One diagnosis sentence for a failing gradient, each cause said once."""
     run, report = failing[0]
-    if report is None:
+    if report is None or not isinstance(run.gradients_value, Mapping):
         return _unanswered(assignment, run, param)
     found = report.extras.get("diagnosis")
     found = found if isinstance(found, Diagnosis) else None
@@ -827,7 +827,8 @@ def _report(run: _Run, param: str) -> ParameterReport | None:
 
 
 def _failure_line(run: _Run, param: str, report: ParameterReport | None, backward: str) -> str:
-    if report is None:
+    # Gradients in a list or a tuple: the error says so, "no gradient for W1" would not.
+    if report is None or not isinstance(run.gradients_value, Mapping):
         return run.backward_error or f"{backward} returned no gradient for {param}"
     if report.status != "mismatch":
         return report.message

@@ -43,7 +43,13 @@ def patched(folder: Path, s: Student) -> str:
         [parts[0]] + [body.replace(s.old, s.new) + sep + rest for body, sep, rest in bodies])
 
 
-DOCUMENT: dict[str, Student] = {}
+DOCUMENT: dict[str, Student] = {
+    "gradients_in_a_list": Student(
+        "three_node", 'return {"W1": dW1, "W2": dW2}', "return [dW1, dW2]",
+        {"bprop: W1": 3, "bprop: W2": 3},
+        ("bprop returned a list of 2 items, not a dict", "return a dict with one array per "
+         "gradient, dW1 under the key 'W1'"), ("returned no gradient for",)),
+}
 
 LAYER_STUDENTS: dict[str, Student] = {
     # The worked example has N = 2: "scaled by 2" there would name a factor nobody wrote.
@@ -53,6 +59,12 @@ LAYER_STUDENTS: dict[str, Student] = {
     "affine_dw_mean": Student(
         "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
         ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+    "net_gradients_in_a_list": Student(
+        "two_layer_net",
+        'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, "b2": dscores.sum(axis=0)}',
+        "return [x.T @ dh, dh.sum(axis=0), a.T @ dscores, dscores.sum(axis=0)]",
+        {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
+        ("bprop returned a list where db2 should be",), ("returned no gradient for",)),
 }
 
 
