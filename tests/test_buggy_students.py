@@ -49,6 +49,20 @@ DOCUMENT: dict[str, Student] = {
         {"bprop: W1": 3, "bprop: W2": 3},
         ("bprop returned a list of 2 items, not a dict", "return a dict with one array per "
          "gradient, dW1 under the key 'W1'"), ("returned no gradient for",)),
+    # With cross-entropy and a sigmoid output, sigma' cancels; students multiply by it anyway.
+    "sigmoid_derivative_with_cross_entropy": Student(
+        "binary_classifier", "dz2 = a2 - y  #", "dz2 = (a2 - y) * a2 * (1 - a2)  #",
+        {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
+        ("the derivative cancels, dloss/dz2 = a2 - y, so do not multiply by a2 * (1 - a2)",),
+        ("constant factor", "no simple pattern")),
+    "sigmoid_formula_on_z": Student(
+        "batch_sigmoid", "* sigmoid_prime(z2)", "* z2 * (1 - z2)", {"bprop: W1": 3},
+        ("z1 * (1 - z1) in place of a1 * (1 - a1)", "not the pre-activation z1"),
+        ("no simple pattern",)),
+    "pre_activation_as_input": Student(
+        "binary_classifier", "dW2 = dz2 @ a1.T", "dW2 = dz2 @ z1.T", {"bprop: W2": 1.5},
+        ("the pre-activation z1 in place of the activation a1", "dW2 = delta2 @ a1.T"),
+        ("no simple pattern",)),
 }
 
 LAYER_STUDENTS: dict[str, Student] = {

@@ -372,10 +372,30 @@ def activation(
     name: str, variant: Variant, arch: Architecture, evidence: Mapping[str, object]
 ) -> Diagnosis:
     layer = variant.layer
+    if variant.mode == "input_z":
+        return _preactivation_input(name, layer, arch, evidence)
     g = arch.activations[layer - 1]
     symbol, z, a = _SYMBOL[g], f"z{layer}", f"a{layer}"
     in_a = _IN_TERMS_OF_A.get(g, "1").format(a=a)
     evidence = {**evidence, "layer": layer, "activation": g}
+    if variant.mode == "formula_at_z":
+        return make(
+            name,
+            "derivative_formula_at_preactivation",
+            f"d{name} matches the reference with {_IN_TERMS_OF_A[g].format(a=z)} in place of "
+            f"{in_a}: that formula of {symbol}'({z}) takes the activation {a} = {symbol}({z}), "
+            f"not the pre-activation {z}.",
+            evidence,
+        )
+    if variant.mode == "not_cancelled":
+        return make(
+            name,
+            "derivative_not_cancelled",
+            f"d{name} matches the reference multiplied by {symbol}'({z}) = {in_a} at the "
+            f"output: with the cross-entropy loss and a {g} output the derivative cancels, "
+            f"dloss/d{z} = {a} - y, so do not multiply by {in_a}.",
+            evidence,
+        )
     if variant.mode == "none":
         return make(
             name,
@@ -399,6 +419,24 @@ def activation(
         f"d{name} matches the reference with {symbol}'({z}) applied twice: multiply by the "
         f"derivative of layer {layer}'s {g} once only.",
         evidence,
+    )
+
+
+def _preactivation_input(
+    name: str, layer: int, arch: Architecture, evidence: Mapping[str, object]
+) -> Diagnosis:
+    g = arch.activations[layer - 2]
+    below, z = f"a{layer - 1}", f"z{layer - 1}"
+    formula = (
+        f"delta{layer} @ {below}.T" if arch.layout == "columns" else f"{below}.T @ delta{layer}"
+    )
+    return make(
+        name,
+        "preactivation_input",
+        f"d{name} matches the reference with the pre-activation {z} in place of the "
+        f"activation {below}: layer {layer}'s input is {below} = {_SYMBOL[g]}({z}), so "
+        f"d{name} = {formula}.",
+        {**evidence, "layer": layer, "activation": g},
     )
 
 
