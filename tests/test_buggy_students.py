@@ -73,6 +73,11 @@ LAYER_STUDENTS: dict[str, Student] = {
     "affine_dw_mean": Student(
         "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
         ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+    "conv_padding_kept": Student(
+        "conv", "dx = dxpad[:, :, p:p + x_shape[2], p:p + x_shape[3]]", "dx = dxpad",
+        {"conv_backward_naive: dx": 2},
+        ("the shape of the padded x (pad = 1 on each side)", "dx = dxpad[:, :, 1:-1, 1:-1]"),
+        ("check which operands the product multiplies",)),
     "net_gradients_in_a_list": Student(
         "two_layer_net",
         'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, "b2": dscores.sum(axis=0)}',

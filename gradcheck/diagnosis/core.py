@@ -291,7 +291,25 @@ def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
         )
     if a.size == r.size and ctx.close(a.reshape(r.shape), r):
         return sentences.flattened(name, a.shape, r.shape, wording)
+    pad = _padding(a, r, ctx)
+    if pad:
+        padded = sum(1 for x, y in zip(a.shape, r.shape) if x != y)
+        return sentences.padding_not_removed(name, a.shape, pad, padded, wording)
     return sentences.wrong_shape(name, a.shape, r.shape, wording)
+
+
+def _padding(a: np.ndarray, r: np.ndarray, ctx: _Context) -> int:
+    """p when ``a`` is ``r`` with p more entries on both sides of its trailing axes, whose
+    middle is ``r``: a convolution's dx returned with the padding still on; else 0."""
+    grown = [axis for axis in range(a.ndim) if a.ndim == r.ndim and a.shape[axis] != r.shape[axis]]
+    if not grown or grown != list(range(a.ndim - len(grown), a.ndim)):
+        return 0
+    extra = {a.shape[axis] - r.shape[axis] for axis in grown}
+    if len(extra) != 1 or (p2 := extra.pop()) <= 0 or p2 % 2:
+        return 0
+    p = p2 // 2
+    middle = a[(Ellipsis, *(slice(p, -p) for _ in grown))]
+    return p if ctx.close(middle, r) else 0
 
 
 def _summed_axis(a: np.ndarray, r: np.ndarray, ctx: _Context) -> int | None:

@@ -23,6 +23,7 @@ CAUSES: tuple[str, ...] = (
     "not_summed",
     "flattened",
     "wrong_shape",
+    "padding_not_removed",
     "consistent_with_own_fprop",
     "sign_flipped",
     "activation_derivative_missing",

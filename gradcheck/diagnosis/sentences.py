@@ -267,6 +267,22 @@ def wrong_shape(
     )
 
 
+def padding_not_removed(
+    name: str, shape: tuple[int, ...], pad: int, padded: int, wording: Wording = NEUTRAL
+) -> Diagnosis:
+    """A gradient returned with ``pad`` entries on both sides of its last ``padded`` axes."""
+    g, var = wording.grad(name), wording.var(name)
+    crop = ", ".join([":"] * (len(shape) - padded) + [f"{pad}:-{pad}"] * padded)
+    return make(
+        name,
+        "padding_not_removed",
+        f"{g} has shape {shape}, the shape of the padded {var} (pad = {pad} on each side), and "
+        f"its middle is the expected gradient: crop the padding away before returning it, "
+        f"{g} = {g}pad[{crop}].",
+        {"pad": pad},
+    )
+
+
 def _axis_fix(name: str, layer: str, columns: bool) -> str:
     axis = 1 if columns else 0
     return f"d{name} = np.sum(delta{layer}, axis={axis}, keepdims=True)"
