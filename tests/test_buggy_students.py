@@ -55,6 +55,11 @@ DOCUMENT: dict[str, Student] = {
         {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
         ("the derivative cancels, dloss/dz2 = a2 - y, so do not multiply by a2 * (1 - a2)",),
         ("constant factor", "no simple pattern")),
+    "update_in_place_returns_none": Student(
+        "three_input", "return {key: params[key] - lr * grads[key] for key in params}",
+        "for key in params:\n        params[key] -= lr * grads[key]", {"update": 2},
+        ("update returned None instead of the new parameters: updating params in place",),
+        ("NoneType", "W1 included")),
     "sigmoid_formula_on_z": Student(
         "batch_sigmoid", "* sigmoid_prime(z2)", "* z2 * (1 - z2)", {"bprop: W1": 3},
         ("z1 * (1 - z1) in place of a1 * (1 - a1)", "not the pre-activation z1"),

@@ -185,6 +185,16 @@ def _wrong_step(
 
 
 def _not_returned(name: str, value: object, function: str) -> Diagnosis:
+    if value is None:
+        # No return statement: most often the loop updated params in place and stopped there.
+        return make(
+            name,
+            "missing",
+            f"{function} returned None instead of the new parameters: updating params in place "
+            f"(params[key] -= lr * grads[key]) is not enough, the grader uses what {function} "
+            f"returns; return the new dict, {{key: params[key] - lr * grads[key] for key in "
+            f"params}}.",
+        )
     what = (
         f"raised {type(value).__name__}"
         if isinstance(value, BaseException)
