@@ -83,6 +83,15 @@ LAYER_STUDENTS: dict[str, Student] = {
         {"conv_backward_naive: dx": 2},
         ("the shape of the padded x (pad = 1 on each side)", "dx = dxpad[:, :, 1:-1, 1:-1]"),
         ("check which operands the product multiplies",)),
+    "batchnorm_mean_term_missing": Student(
+        "batchnorm", "(n * dxhat - dxhat.sum(axis=0) - xhat", "(n * dxhat - xhat",
+        {"batchnorm_backward: dx": 2},
+        ("dx is the expected gradient plus the same row for each of the N = 5 examples",
+         "comes through the batch mean"), ("no simple pattern",)),
+    # The variance term is not a per-column offset: no mean term may be claimed for it.
+    "batchnorm_variance_term_missing": Student(
+        "batchnorm", " - xhat * (dxhat * xhat).sum(axis=0))", ")", {"batchnorm_backward: dx": 2},
+        ("dx differs from the reference",), ("batch mean",)),
     "net_gradients_in_a_list": Student(
         "two_layer_net",
         'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, "b2": dscores.sum(axis=0)}',

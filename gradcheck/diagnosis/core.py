@@ -366,6 +366,7 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         _activation,
         _named_factor,
         _unnamed_factor,
+        _batch_mean_term,
     )
     for check in checks:
         found = check(name, a, r, ctx, evidence)
@@ -568,6 +569,20 @@ def _unnamed_factor(
     if not ctx.close(a, alpha * r):
         return None
     return sentences.scaled(name, Factor(alpha, ""), evidence, ctx.wording)
+
+
+def _batch_mean_term(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # Off by the same row for every example: a term through the batch mean (batchnorm's
+    # - sum_n dxhat_n / N) is missing or wrong. Layers only: their examples are rows.
+    n = ctx.batch_size
+    if ctx.arch is not None or not n or n < 3 or a.ndim < 2 or a.shape[0] != n:
+        return None
+    offset = (a - r).mean(axis=0, keepdims=True)
+    if not ctx.close(a - offset, r) or ctx.close(np.broadcast_to(offset, a.shape) + r, r):
+        return None
+    return sentences.batch_mean_term(name, n, evidence, ctx.wording)
 
 
 _NAME = re.compile(r"^[A-Za-z]+(\d+)$")

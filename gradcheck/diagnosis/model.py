@@ -33,6 +33,7 @@ CAUSES: tuple[str, ...] = (
     "derivative_not_cancelled",
     "preactivation_input",
     "scaled",
+    "batch_mean_term",
     "batch_size_one",
     "mutates_inputs",
     "stale_cache",

@@ -549,6 +549,20 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     )
 
 
+def batch_mean_term(
+    name: str, n: int, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    return make(
+        name,
+        "batch_mean_term",
+        f"{g} is the expected gradient plus the same row for each of the N = {n} examples: "
+        f"the term of {g} that comes through the batch mean is missing or wrong (in batch "
+        f"normalisation, the - sum_n dxhat_n / N inside dx).",
+        evidence,
+    )
+
+
 def no_simple_pattern(
     name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
