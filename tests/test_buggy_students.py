@@ -83,6 +83,14 @@ LAYER_STUDENTS: dict[str, Student] = {
         {"conv_backward_naive: dx": 2},
         ("the shape of the padded x (pad = 1 on each side)", "dx = dxpad[:, :, 1:-1, 1:-1]"),
         ("check which operands the product multiplies",)),
+    "relu_gradient_not_gated": Student(
+        "relu", "return dout * (x > 0)", "return dout", {"relu_backward: dx": 6},
+        ("dx is right where x > 0 and not zero where x <= 0", "dx = dout * (x > 0)"),
+        ("no simple pattern",)),
+    # Gated the wrong way round: wrong where x > 0 too, so not "not gated".
+    "relu_gate_inverted": Student(
+        "relu", "return dout * (x > 0)", "return dout * (x < 0)", {"relu_backward: dx": 6},
+        (), ("unit was inactive",)),
     "batchnorm_mean_term_missing": Student(
         "batchnorm", "(n * dxhat - dxhat.sum(axis=0) - xhat", "(n * dxhat - xhat",
         {"batchnorm_backward: dx": 2},

@@ -37,6 +37,7 @@ class _Context:
     example: Example | None = None
     numerical_own: Mapping[str, np.ndarray] | None = None
     batch_size: int | None = None
+    inputs: Mapping[str, object] | None = None
 
     def close(self, a: np.ndarray, b: np.ndarray) -> bool:
         return close(a, b, self.tolerance)
@@ -115,6 +116,7 @@ def diagnose_gradients(
         learning_rate=learning_rate,
         tolerance=tolerance,
         dims=dims,
+        inputs=inputs,
     )
     exchanged = _exchanges(context)
     found = {
@@ -157,6 +159,7 @@ def _context(
     learning_rate: float | None,
     tolerance: Tolerance | None,
     dims: Mapping[str, int] | None,
+    inputs: Mapping[str, object] | None = None,
 ) -> _Context:
     arch = None
     if network is not None and example is not None:
@@ -170,7 +173,16 @@ def _context(
     reference = {key: np.asarray(value, dtype=np.float64) for key, value in reference.items()}
     factors = _factors(batch_size, dims or {}, learning_rate, wording)
     return _Context(
-        analytic, reference, tolerance, wording, factors, arch, example, numerical_own, batch_size
+        analytic,
+        reference,
+        tolerance,
+        wording,
+        factors,
+        arch,
+        example,
+        numerical_own,
+        batch_size,
+        inputs,
     )
 
 
@@ -367,6 +379,7 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         _named_factor,
         _unnamed_factor,
         _batch_mean_term,
+        _not_gated,
     )
     for check in checks:
         found = check(name, a, r, ctx, evidence)
@@ -569,6 +582,22 @@ def _unnamed_factor(
     if not ctx.close(a, alpha * r):
         return None
     return sentences.scaled(name, Factor(alpha, ""), evidence, ctx.wording)
+
+
+def _not_gated(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # A ReLU's dx that lets the gradient through where x <= 0: the reference is zero exactly
+    # there, and only there is the gradient wrong.
+    key = name[1:] if name.startswith("d") and name[1:] in (ctx.inputs or {}) else name
+    x = (ctx.inputs or {}).get(key)
+    if not isinstance(x, np.ndarray) or x.shape != a.shape or x.dtype.kind != "f":
+        return None
+    wrong = relative_error(a, r, ctx.tolerance) > ctx.tolerance.rtol
+    inactive = x <= 0
+    if not wrong.any() or (wrong & ~inactive).any() or np.any(r[inactive] != 0):
+        return None
+    return sentences.not_gated(name, key, evidence, ctx.wording)
 
 
 def _batch_mean_term(

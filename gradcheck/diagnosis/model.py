@@ -34,6 +34,7 @@ CAUSES: tuple[str, ...] = (
     "preactivation_input",
     "scaled",
     "batch_mean_term",
+    "not_gated",
     "batch_size_one",
     "mutates_inputs",
     "stale_cache",

@@ -549,6 +549,19 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     )
 
 
+def not_gated(
+    name: str, x: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    return make(
+        name,
+        "not_gated",
+        f"{g} is right where {x} > 0 and not zero where {x} <= 0: the gradient must stop "
+        f"where the unit was inactive, {g} = dout * ({x} > 0).",
+        evidence,
+    )
+
+
 def batch_mean_term(
     name: str, n: int, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
