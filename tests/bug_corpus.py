@@ -361,6 +361,14 @@ BUGS: tuple[Bug, ...] = (
         ("W2",),
     ),
     Bug(
+        "dW2 from a2, the layer's own output",
+        "two_hidden",
+        "for layer, delta, a_prev in ((3, delta3, a2), (2, delta2, a1), (1, delta1, a0)):",
+        "for layer, delta, a_prev in ((3, delta3, a2), (2, delta2, a2), (1, delta1, a0)):",
+        "wrong_layer_input",
+        ("W2",),
+    ),
+    Bug(
         "relu derivative of one",
         "mlp",
         '"relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(z.dtype)),',

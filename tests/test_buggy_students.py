@@ -55,6 +55,10 @@ DOCUMENT: dict[str, Student] = {
         {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
         ("the derivative cancels, dloss/dz2 = a2 - y, so do not multiply by a2 * (1 - a2)",),
         ("constant factor", "no simple pattern")),
+    "activation_of_the_wrong_layer": Student(
+        "two_hidden", "(2, delta2, a1), (1, delta1, a0)", "(2, delta2, a2), (1, delta1, a0)",
+        {"bprop: W2": 1}, ("dW2 matches the reference with a2 in place of a1", "dW2 = delta2 @ a1.T"),
+        ("no simple pattern",)),
     "update_in_place_returns_none": Student(
         "three_input", "return {key: params[key] - lr * grads[key] for key in params}",
         "for key in params:\n        params[key] -= lr * grads[key]", {"update": 2},

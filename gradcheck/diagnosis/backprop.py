@@ -27,10 +27,13 @@ from ..networks import Architecture, Network
 
 __all__ = ["Variant", "architecture_for", "deltas", "gradients", "variants"]
 
-Mode = Literal["none", "activation", "twice", "formula_at_z", "not_cancelled", "input_z"]
+Mode = Literal[
+    "none", "activation", "twice", "formula_at_z", "not_cancelled", "input_z", "input_other"
+]
 """How a buggy bprop treats layer l: its derivative dropped, g'(a) for g'(z), g'(z)**2, the
 formula in terms of a applied to z (z * (1 - z)), the output's derivative kept where
-cross-entropy cancels it, or dW[l] taken with z[l-1] in place of its input a[l-1]."""
+cross-entropy cancels it, or dW[l] taken with z[l-1] or another layer's a[k] in place of its
+input a[l-1]."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class Variant:
 
     layer: int
     mode: Mode
+    other: int = 0
+    """For ``input_other``: the layer whose activation a[other] dW[layer] used (a0 is x)."""
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -129,11 +134,16 @@ def gradients(
 ) -> dict[str, np.ndarray]:
     """Gradients of the loss for every parameter, optionally with one derivative bug."""
     found, inputs = deltas(arch, x, y, params, variant)
-    if variant is not None and variant.mode == "input_z":
+    if variant is not None and variant.mode in ("input_z", "input_other"):
         p = {key: np.asarray(value, dtype=np.float64) for key, value in params.items()}
-        inputs[variant.layer - 1] = arch.preactivations(np.asarray(x, dtype=np.float64), p)[
-            variant.layer - 2
-        ]
+        zs = arch.preactivations(np.asarray(x, dtype=np.float64), p)
+        if variant.mode == "input_z":
+            inputs[variant.layer - 1] = zs[variant.layer - 2]
+        else:
+            activations = [np.asarray(x, dtype=np.float64)] + [
+                _FORWARD[g](z) for g, z in zip(arch.activations, zs)
+            ]
+            inputs[variant.layer - 1] = activations[variant.other]
     columns = arch.layout == "columns"
     grads: dict[str, np.ndarray] = {}
     for layer, (delta, a_prev) in enumerate(zip(found, inputs), start=1):
@@ -167,3 +177,7 @@ def variants(arch: Architecture) -> Iterator[Variant]:
             yield Variant(layer, "formula_at_z")
         if layer > 1 and arch.activations[layer - 2] != "identity":
             yield Variant(layer, "input_z")
+        # Another layer's activation of the same width: a variable reused from the wrong layer.
+        for other in range(len(arch.widths)):
+            if other != layer - 1 and arch.widths[other] == arch.widths[layer - 1]:
+                yield Variant(layer, "input_other", other)

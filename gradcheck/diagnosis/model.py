@@ -32,6 +32,7 @@ CAUSES: tuple[str, ...] = (
     "derivative_formula_at_preactivation",
     "derivative_not_cancelled",
     "preactivation_input",
+    "wrong_layer_input",
     "scaled",
     "batch_mean_term",
     "not_gated",

@@ -390,6 +390,8 @@ def activation(
     layer = variant.layer
     if variant.mode == "input_z":
         return _preactivation_input(name, layer, arch, evidence)
+    if variant.mode == "input_other":
+        return _other_input(name, layer, variant.other, arch, evidence)
     g = arch.activations[layer - 1]
     symbol, z, a = _SYMBOL[g], f"z{layer}", f"a{layer}"
     in_a = _IN_TERMS_OF_A.get(g, "1").format(a=a)
@@ -435,6 +437,20 @@ def activation(
         f"d{name} matches the reference with {symbol}'({z}) applied twice: multiply by the "
         f"derivative of layer {layer}'s {g} once only.",
         evidence,
+    )
+
+
+def _other_input(
+    name: str, layer: int, other: int, arch: Architecture, evidence: Mapping[str, object]
+) -> Diagnosis:
+    used, below = (f"a{k}" if k else "x" for k in (other, layer - 1))
+    formula = f"delta{layer} @ {below}.T" if arch.layout == "columns" else f"{below}.T @ delta{layer}"
+    return make(
+        name,
+        "wrong_layer_input",
+        f"d{name} matches the reference with {used} in place of {below}: layer {layer}'s input "
+        f"is {below}, the activation of the layer below it, so d{name} = {formula}.",
+        {**evidence, "layer": layer, "used": other},
     )
 
 
