@@ -82,6 +82,10 @@ LAYER_STUDENTS: dict[str, Student] = {
     "affine_dw_mean": Student(
         "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
         ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+    "affine_db_over_features": Student(
+        "affine", "db = dout.sum(axis=0)", "db = dout.sum(axis=1)", {"affine_backward: db": 2},
+        ("one entry per example: it is summed over the wrong axis", "sum over axis 0"),
+        ("check which operands the product multiplies",)),
     "conv_padding_kept": Student(
         "conv", "dx = dxpad[:, :, p:p + x_shape[2], p:p + x_shape[3]]", "dx = dxpad",
         {"conv_backward_naive: dx": 2},

@@ -292,6 +292,11 @@ def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
         return sentences.transposed(
             name, wording.layout, _layer(name), ctx.close(a.T, r), shape=a.shape, wording=wording
         )
+    if ctx.arch is None and a.ndim == 1 and ctx.batch_size and ctx.batch_size > 1 and (
+        a.shape[0] == ctx.batch_size
+    ):
+        # One entry per example: the sum went over the features, not over the examples.
+        return sentences.summed_over_features(name, a.shape, r.shape, wording)
     summed = _summed_axis(a, r, ctx)
     if summed is not None:
         return sentences.not_summed(

@@ -314,6 +314,20 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
     )
 
 
+def summed_over_features(
+    name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g, var = wording.grad(name), wording.var(name)
+    return make(
+        name,
+        "bias_wrong_axis",
+        f"{g} has shape {shape}, one entry per example: it is summed over the wrong axis. The "
+        f"examples lie along axis 0, so sum over axis 0 (and any other axis {var} does not "
+        f"have) to get {var}'s shape {expected}.",
+        {"shape": str(shape)},
+    )
+
+
 def not_summed(
     name: str,
     shape: tuple[int, ...],
