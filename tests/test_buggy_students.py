@@ -64,6 +64,9 @@ DOCUMENT: dict[str, Student] = {
         "for key in params:\n        params[key] -= lr * grads[key]", {"update": 2},
         ("update returned None instead of the new parameters: updating params in place",),
         ("NoneType", "W1 included")),
+    "update_returns_the_step": Student(
+        "three_node", "params[key] - lr * grads[key]", "lr * grads[key]", {"update": 2},
+        ("update returned lr * dp for W1, not the new value",)),
     "sigmoid_formula_on_z": Student(
         "batch_sigmoid", "* sigmoid_prime(z2)", "* z2 * (1 - z2)", {"bprop: W1": 3},
         ("z1 * (1 - z1) in place of a1 * (1 - a1)", "not the pre-activation z1"),

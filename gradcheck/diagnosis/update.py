@@ -67,6 +67,12 @@ _STEPS = (
         lambda p, dp, lr: -lr * dp,
         "{function} returned the step -lr * dp for {name}, not the new value: return p - lr * dp.",
     ),
+    _Step(
+        "returned_step",
+        lambda p, dp, lr: lr * dp,
+        "{function} returned lr * dp for {name}, not the new value: subtract it from the "
+        "parameter, return p - lr * dp.",
+    ),
 )
 
 
