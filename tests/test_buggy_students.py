@@ -85,6 +85,13 @@ LAYER_STUDENTS: dict[str, Student] = {
     "affine_dw_mean": Student(
         "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
         ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+    "softmax_correct_class_term_missing": Student(
+        "softmax", "dx[np.arange(n), y] -= 1.0", "pass", {"softmax_loss: dx": 6},
+        ("dx is right everywhere except at each example's own class",
+         "dx = (p - 1 at the correct class) / N"), ("no simple pattern",)),
+    "softmax_correct_class_plus_one": Student(
+        "softmax", "dx[np.arange(n), y] -= 1.0", "dx[np.arange(n), y] += 1.0",
+        {"softmax_loss: dx": 6}, ("missing or has the wrong sign",), ("no simple pattern",)),
     "affine_db_over_features": Student(
         "affine", "db = dout.sum(axis=0)", "db = dout.sum(axis=1)", {"affine_backward: db": 2},
         ("one entry per example: it is summed over the wrong axis", "sum over axis 0"),

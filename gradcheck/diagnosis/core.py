@@ -385,6 +385,7 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         _unnamed_factor,
         _batch_mean_term,
         _not_gated,
+        _label_entries,
     )
     for check in checks:
         found = check(name, a, r, ctx, evidence)
@@ -587,6 +588,23 @@ def _unnamed_factor(
     if not ctx.close(a, alpha * r):
         return None
     return sentences.scaled(name, Factor(alpha, ""), evidence, ctx.wording)
+
+
+def _label_entries(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # A softmax loss's dx wrong exactly at each example's own class: the - 1 of p - 1[y].
+    y = (ctx.inputs or {}).get("y")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or a.ndim != 2:
+        return None
+    if y.shape != (a.shape[0],) or y.min() < 0 or y.max() >= a.shape[1]:
+        return None
+    own = np.zeros(a.shape, dtype=bool)
+    own[np.arange(a.shape[0]), y] = True
+    wrong = relative_error(a, r, ctx.tolerance) > ctx.tolerance.rtol
+    if not np.array_equal(wrong, own):
+        return None
+    return sentences.label_entries(name, evidence, ctx.wording)
 
 
 def _not_gated(

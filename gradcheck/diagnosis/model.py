@@ -36,6 +36,7 @@ CAUSES: tuple[str, ...] = (
     "scaled",
     "batch_mean_term",
     "not_gated",
+    "label_entries",
     "batch_size_one",
     "mutates_inputs",
     "stale_cache",

@@ -579,6 +579,23 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     )
 
 
+def label_entries(name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL) -> Diagnosis:
+    g = wording.grad(name)
+    # The formula only for a function that says it is a softmax: an SVM loss has labels too.
+    formula = (
+        f"; {g} = (p - 1 at the correct class) / N, with p the softmax probabilities"
+        if "softmax" in wording.backward.lower()
+        else ""
+    )
+    return make(
+        name,
+        "label_entries",
+        f"{g} is right everywhere except at each example's own class (row n, column y[n]): "
+        f"the term of the correct class is missing or has the wrong sign{formula}.",
+        evidence,
+    )
+
+
 def not_gated(
     name: str, x: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
