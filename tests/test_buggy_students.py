@@ -99,8 +99,9 @@ LAYER_STUDENTS: dict[str, Student] = {
     "conv_padding_kept": Student(
         "conv", "dx = dxpad[:, :, p:p + x_shape[2], p:p + x_shape[3]]", "dx = dxpad",
         {"conv_backward_naive: dx": 2},
-        ("the shape of the padded x (pad = 1 on each side)", "dx = dxpad[:, :, 1:-1, 1:-1]"),
-        ("check which operands the product multiplies",)),
+        ("the shape of the padded x (pad = 1 on each side)", "dx = dxpad[:, :, 1:-1, 1:-1]",
+         "expected (2, 3, 7, 8), the shape of x itself"),
+        ("check which operands the product multiplies", "parameter")),
     "relu_gradient_not_gated": Student(
         "relu", "return dout * (x > 0)", "return dout", {"relu_backward: dx": 6},
         ("dx is right where x > 0 and not zero where x <= 0", "dx = dout * (x > 0)"),
