@@ -659,7 +659,22 @@ def _forward_check(assignment: Assignment, runs: Sequence[_Run], rubric: Rubric)
                        f"Compared {what}: failed on {failed.label}.",
                        details=(failed.forward_error or "",), example=failed.label,
                        diagnosis=_template_sentence(assignment.functions[0], failed.forward_error)
-                       or _loss_factor(assignment, failed))
+                       or _overflow(failed, thing) or _loss_factor(assignment, failed))
+
+
+def _overflow(run: _Run, what: str) -> str:
+    """The cause of an inf or nan where the reference is finite, on inputs large enough for exp
+    to overflow (above about 709 in float64), else ""."""
+    error = run.forward_error or ""
+    if not error.endswith(("is inf", "is -inf", "is nan")):
+        return ""
+    largest = max((float(np.max(np.abs(v))) for v in run.case.inputs.values()
+                   if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size), default=0.0)
+    if largest < 100 or not np.all(np.isfinite(run.reference.forward)):
+        return ""
+    return (f"your {what} overflowed on this example, whose inputs reach {largest:g}: exp(x) is "
+            f"inf in float64 for x above about 709. Subtract each row's maximum before exp "
+            f"(a softmax does not change when a constant is subtracted from a row).")
 
 
 def _loss_factor(assignment: Assignment, run: _Run) -> str:
@@ -742,6 +757,8 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
         # Right at m = 1, wrong at m > 1, and no specific cause at m > 1 (a missing
         # derivative can hide at m = 1 too; that cause is the more useful one).
         found = _batch_diagnosis(assignment, param, one, run) or found
+    if (found is None or not found.recognised) and _overflow(run, "loss"):
+        return f"{_overflow(run, 'loss')} d{param} is computed from the same overflowed values."
     if not consistent:
         return found.sentence if found is not None else report.hint
     own = found if found is not None and found.cause == "consistent_with_own_fprop" else \

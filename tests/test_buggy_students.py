@@ -85,6 +85,12 @@ LAYER_STUDENTS: dict[str, Student] = {
     "affine_dw_mean": Student(
         "affine", "dw = x.T @ dout", "dw = x.T @ dout / x.shape[0]", {"affine_backward: dw": 2},
         ("scaled by 1/N with N = 4, the batch size",), ("factor 1/2",)),
+    # The course's second worked example has scores near 1000: exp overflows without the max.
+    "softmax_without_the_max": Student(
+        "softmax", "shifted = x - x.max(axis=1, keepdims=True)", "shifted = x",
+        {"softmax_loss: loss": 2, "softmax_loss: dx": 6},
+        ("softmax_loss's loss is inf", "Subtract each row's maximum before exp",
+         "dx is computed from the same overflowed values"), ("no simple pattern",)),
     "softmax_correct_class_term_missing": Student(
         "softmax", "dx[np.arange(n), y] -= 1.0", "pass", {"softmax_loss: dx": 6},
         ("dx is right everywhere except at each example's own class",
