@@ -57,7 +57,8 @@ DOCUMENT: dict[str, Student] = {
         ("constant factor", "no simple pattern")),
     "activation_of_the_wrong_layer": Student(
         "two_hidden", "(2, delta2, a1), (1, delta1, a0)", "(2, delta2, a2), (1, delta1, a0)",
-        {"bprop: W2": 1}, ("dW2 matches the reference with a2 in place of a1", "dW2 = delta2 @ a1.T"),
+        {"bprop: W2": 1},
+        ("dW2 matches the reference with a2 in place of a1", "dW2 = delta2 @ a1.T"),
         ("no simple pattern",)),
     "update_in_place_returns_none": Student(
         "three_input", "return {key: params[key] - lr * grads[key] for key in params}",
@@ -127,7 +128,8 @@ LAYER_STUDENTS: dict[str, Student] = {
         ("dx differs from the reference",), ("batch mean",)),
     "net_gradients_in_a_list": Student(
         "two_layer_net",
-        'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, "b2": dscores.sum(axis=0)}',
+        'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, '
+        '"b2": dscores.sum(axis=0)}',
         "return [x.T @ dh, dh.sum(axis=0), a.T @ dscores, dscores.sum(axis=0)]",
         {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
         ("bprop returned a list where db2 should be",), ("returned no gradient for",)),
@@ -153,15 +155,18 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _grade(LAYERS, LAYER_STUDENTS, tmp_path_factory.mktemp("layers"), "--course", str(LAYERS))
+    return _grade(LAYERS, LAYER_STUDENTS, tmp_path_factory.mktemp("layers"),
+                  "--course", str(LAYERS))
 
 
 def check(out: Path, name: str, s: Student) -> None:
     tests = json.loads((out / name / "results.json").read_text())["tests"]
-    mine = {t["name"].split(": ", 1)[1]: t for t in tests if t["name"].startswith(f"{s.assignment}: ")}
+    prefix = f"{s.assignment}: "
+    mine = {t["name"][len(prefix):]: t for t in tests if t["name"].startswith(prefix)}
     assert mine and set(s.lost) <= set(mine), sorted(mine)
     for check_name, t in mine.items():
-        assert t["max_score"] - t["score"] == pytest.approx(s.lost.get(check_name, 0)), (check_name, t)
+        lost = t["max_score"] - t["score"]
+        assert lost == pytest.approx(s.lost.get(check_name, 0)), (check_name, t)
     text = "\n".join(mine[c]["output"] for c in s.lost)
     for words in s.words:
         assert words in text, f"{words!r} not in\n{text}"

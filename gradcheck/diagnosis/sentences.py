@@ -458,7 +458,8 @@ def _other_input(
     name: str, layer: int, other: int, arch: Architecture, evidence: Mapping[str, object]
 ) -> Diagnosis:
     used, below = (f"a{k}" if k else "x" for k in (other, layer - 1))
-    formula = f"delta{layer} @ {below}.T" if arch.layout == "columns" else f"{below}.T @ delta{layer}"
+    columns = arch.layout == "columns"
+    formula = f"delta{layer} @ {below}.T" if columns else f"{below}.T @ delta{layer}"
     return make(
         name,
         "wrong_layer_input",
@@ -579,7 +580,9 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     )
 
 
-def label_entries(name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL) -> Diagnosis:
+def label_entries(
+    name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
     g = wording.grad(name)
     # The formula only for a function that says it is a softmax: an SVM loss has labels too.
     formula = (
