@@ -125,7 +125,12 @@ LAYER_STUDENTS: dict[str, Student] = {
     # The variance term is not a per-column offset: no mean term may be claimed for it.
     "batchnorm_variance_term_missing": Student(
         "batchnorm", " - xhat * (dxhat * xhat).sum(axis=0))", ")", {"batchnorm_backward: dx": 2},
-        ("dx differs from the reference",), ("batch mean",)),
+        ("a multiple of the standardised input xhat", "comes through the batch variance"),
+        ("batch mean", "no simple pattern")),
+    "batchnorm_only_the_local_term": Student(
+        "batchnorm", "dx = inv_std / n * (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat)"
+        ".sum(axis=0))", "dx = dxhat * inv_std", {"batchnorm_backward: dx": 2},
+        ("through the batch mean and the batch variance are missing",), ("no simple pattern",)),
     "net_gradients_in_a_list": Student(
         "two_layer_net",
         'return {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": a.T @ dscores, '

@@ -384,6 +384,7 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         _named_factor,
         _unnamed_factor,
         _batch_mean_term,
+        _batch_variance_term,
         _not_gated,
         _label_entries,
     )
@@ -635,6 +636,31 @@ def _batch_mean_term(
     if not ctx.close(a - offset, r) or ctx.close(np.broadcast_to(offset, a.shape) + r, r):
         return None
     return sentences.batch_mean_term(name, n, evidence, ctx.wording)
+
+
+def _batch_variance_term(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # Off, in each column, by a multiple of the standardised input xhat (plus a constant):
+    # the term through the batch variance (batchnorm's - xhat * sum_n dxhat_n xhat_n / N).
+    n, key = ctx.batch_size, name[1:] if name.startswith("d") else name
+    x = (ctx.inputs or {}).get(key)
+    if ctx.arch is not None or not n or n < 4 or not isinstance(x, np.ndarray):
+        return None
+    if x.shape != a.shape or a.ndim != 2 or a.shape[0] != n or x.dtype.kind != "f":
+        return None
+    spread = x.std(axis=0)
+    if np.any(spread == 0):
+        return None
+    xhat = (x - x.mean(axis=0)) / spread
+    d = a - r
+    offset = d.mean(axis=0)
+    slope = (d * xhat).sum(axis=0) / (xhat * xhat).sum(axis=0)
+    fitted = offset + slope * xhat
+    if not ctx.close(r + fitted, a) or ctx.close(r + slope * xhat, r):
+        return None
+    with_mean = not ctx.close(r + offset + 0 * xhat, r)
+    return sentences.batch_variance_term(name, with_mean, evidence, ctx.wording)
 
 
 _NAME = re.compile(r"^[A-Za-z]+(\d+)$")

@@ -35,6 +35,7 @@ CAUSES: tuple[str, ...] = (
     "wrong_layer_input",
     "scaled",
     "batch_mean_term",
+    "batch_variance_term",
     "not_gated",
     "label_entries",
     "batch_size_one",

@@ -580,6 +580,31 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     )
 
 
+def batch_variance_term(
+    name: str, with_mean: bool, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    if with_mean:
+        what = (
+            "a constant and a multiple of the standardised input xhat: the terms of {g} that "
+            "come through the batch mean and the batch variance are missing or wrong (in batch "
+            "normalisation, the - sum_n dxhat_n / N and the - xhat * sum_n(dxhat_n * xhat_n) / N "
+            "inside dx)"
+        )
+    else:
+        what = (
+            "a multiple of the standardised input xhat: the term of {g} that comes through the "
+            "batch variance is missing or wrong (in batch normalisation, the "
+            "- xhat * sum_n(dxhat_n * xhat_n) / N inside dx)"
+        )
+    return make(
+        name,
+        "batch_variance_term",
+        f"{g} is the expected gradient plus, in each column, {what.format(g=g)}.",
+        {**evidence, "with_mean": int(with_mean)},
+    )
+
+
 def label_entries(
     name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
