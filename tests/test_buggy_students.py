@@ -187,3 +187,20 @@ def test_a_document_student_loses_the_wrong_share_and_hears_why(document: Path, 
 @pytest.mark.parametrize("name", list(LAYER_STUDENTS))
 def test_a_layers_student_loses_the_wrong_share_and_hears_why(layers: Path, name: str) -> None:
     check(layers, name, LAYER_STUDENTS[name])
+
+
+@pytest.mark.parametrize("name", ["softmax_without_the_max", "batchnorm_mean_term_missing"])
+def test_the_plugin_gives_a_buggy_layers_student_the_graders_points(layers: Path, name: str,
+                                                                    tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(LAYERS / "test_layers.py"), "--course", str(LAYERS),
+         "--submission", str(layers.parent / "submit" / name),
+         "--gradescope-results", str(results)],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    plugin = json.loads(results.read_text())
+    grader = json.loads((layers / name / "results.json").read_text())
+    assert plugin["score"] == pytest.approx(grader["score"])
+    text = "\n".join(t["output"] for t in plugin["tests"])
+    assert LAYER_STUDENTS[name].words[0] in text, text
