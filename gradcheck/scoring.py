@@ -739,8 +739,11 @@ def _telling_first(failing: Sequence[tuple[_Run, Any]]) -> list[tuple[_Run, Any]
     if (failing[0][0].case.batch_size != 2 or not isinstance(found, Diagnosis)
             or found.evidence.get("factor_name") not in ("2", "1/2")):
         return list(failing)
-    other = [f for f in failing if f[1] is not None and f[0].case.batch_size != 2]
-    return other[:1] + [f for f in failing if f not in other[:1]]
+    other = next((i for i, (run, rep) in enumerate(failing)
+                  if rep is not None and run.case.batch_size != 2), None)
+    if other is None:
+        return list(failing)
+    return [failing[other], *failing[:other], *failing[other + 1:]]
 
 
 def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run, Any]],
