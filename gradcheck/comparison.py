@@ -224,7 +224,7 @@ def structural_problem(
         note = " (the transpose)" if transposed else ""
         return ("wrong_shape", tuple(array.shape),
                 f"{what} returned {name!r} with shape {array.shape}{note}; expected {expected.shape}, "
-                f"the shape of the parameter itself")
+                f"the shape of {name} itself")  # a layer's x is an input, not a parameter
     bad = ~np.isfinite(array)
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])

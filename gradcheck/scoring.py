@@ -676,7 +676,22 @@ def _forward_check(assignment: Assignment, runs: Sequence[_Run], rubric: Rubric)
                        f"Compared {what}: failed on {failed.label}.",
                        details=(failed.forward_error or "",), example=failed.label,
                        diagnosis=_template_sentence(assignment.functions[0], failed.forward_error)
-                       or _loss_factor(assignment, failed))
+                       or _overflow(failed, thing) or _loss_factor(assignment, failed))
+
+
+def _overflow(run: _Run, what: str) -> str:
+    """The cause of an inf or nan where the reference is finite, on inputs large enough for exp
+    to overflow (above about 709 in float64), else ""."""
+    error = run.forward_error or ""
+    if not error.endswith(("is inf", "is -inf", "is nan")):
+        return ""
+    largest = max((float(np.max(np.abs(v))) for v in run.case.inputs.values()
+                   if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size), default=0.0)
+    if largest < 100 or not np.all(np.isfinite(run.reference.forward)):
+        return ""
+    return (f"your {what} overflowed on this example, whose inputs reach {largest:g}: exp(x) is "
+            f"inf in float64 for x above about 709. Subtract each row's maximum before exp "
+            f"(a softmax does not change when a constant is subtracted from a row).")
 
 
 def _loss_factor(assignment: Assignment, run: _Run) -> str:
@@ -714,6 +729,7 @@ def _gradient_check(assignment: Assignment, param: str, runs: Sequence[_Run], sh
     failing = [(r, rep) for r, rep in results if rep is None or not rep.ok]
     if not failing:
         return CheckResult(name, check, "bprop", share, share, True, f"Compared {what}: all match.")
+    failing = _telling_first(failing)
     run, report = failing[0]
     consistent = all(r.consistent.get(param, False) for r, _ in failing)
     diagnosis = _diagnosis(assignment, param, results, failing, consistent)
@@ -730,11 +746,28 @@ def _gradient_check(assignment: Assignment, param: str, runs: Sequence[_Run], sh
                        figure=figure)
 
 
+def _telling_first(failing: Sequence[tuple[_Run, Any]]) -> list[tuple[_Run, Any]]:
+    """The failing runs, the one whose numbers tell the cause apart first.
+
+    At a batch of two, a factor 2 and the batch size are the same number: a softmax
+    gradient missing its 1/N reads as "scaled by 2". Another batch size tells them apart.
+    """
+    found = failing[0][1].extras.get("diagnosis") if failing[0][1] is not None else None
+    if (failing[0][0].case.batch_size != 2 or not isinstance(found, Diagnosis)
+            or found.evidence.get("factor_name") not in ("2", "1/2")):
+        return list(failing)
+    other = next((i for i, (run, rep) in enumerate(failing)
+                  if rep is not None and run.case.batch_size != 2), None)
+    if other is None:
+        return list(failing)
+    return [failing[other], *failing[:other], *failing[other + 1:]]
+
+
 def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run, Any]],
                failing: Sequence[tuple[_Run, Any]], consistent: bool) -> str:
     """One diagnosis sentence for a failing gradient, each cause said once."""
     run, report = failing[0]
-    if report is None:
+    if report is None or not isinstance(run.gradients_value, Mapping):
         return _unanswered(assignment, run, param)
     found = report.extras.get("diagnosis")
     found = found if isinstance(found, Diagnosis) else None
@@ -744,6 +777,8 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
         # Right at m = 1, wrong at m > 1, and no specific cause at m > 1 (a missing
         # derivative can hide at m = 1 too; that cause is the more useful one).
         found = _batch_diagnosis(assignment, param, one, run) or found
+    if (found is None or not found.recognised) and _overflow(run, "loss"):
+        return f"{_overflow(run, 'loss')} d{param} is computed from the same overflowed values."
     if not consistent:
         return found.sentence if found is not None else report.hint
     own = found if found is not None and found.cause == "consistent_with_own_fprop" else \
@@ -829,7 +864,8 @@ def _report(run: _Run, param: str) -> ParameterReport | None:
 
 
 def _failure_line(run: _Run, param: str, report: ParameterReport | None, backward: str) -> str:
-    if report is None:
+    # Gradients in a list or a tuple: the error says so, "no gradient for W1" would not.
+    if report is None or not isinstance(run.gradients_value, Mapping):
         return run.backward_error or f"{backward} returned no gradient for {param}"
     if report.status != "mismatch":
         return report.message

@@ -265,7 +265,7 @@ def test_the_worked_examples_give_their_expected_values(course, references):
             assert key in ("out", "loss")
             np.testing.assert_allclose(value, expected, atol=1e-12)
             checked += 1
-    assert checked == 3
+    assert checked == 4
 
 
 def test_the_forward_passes_agree_with_independent_formulas(course, references):

@@ -27,8 +27,13 @@ from ..networks import Architecture, Network
 
 __all__ = ["Variant", "architecture_for", "deltas", "gradients", "variants"]
 
-Mode = Literal["none", "activation", "twice"]
-"""How a buggy bprop treats layer l's derivative: dropped, g'(a) for g'(z), or g'(z)**2."""
+Mode = Literal[
+    "none", "activation", "twice", "formula_at_z", "not_cancelled", "input_z", "input_other"
+]
+"""How a buggy bprop treats layer l: its derivative dropped, g'(a) for g'(z), g'(z)**2, the
+formula in terms of a applied to z (z * (1 - z)), the output's derivative kept where
+cross-entropy cancels it, or dW[l] taken with z[l-1] or another layer's a[k] in place of its
+input a[l-1]."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Variant:
 
     layer: int
     mode: Mode
+    other: int = 0
+    """For ``input_other``: the layer whose activation a[other] dW[layer] used (a0 is x)."""
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -54,6 +61,11 @@ _DERIVATIVE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": lambda z: 1.0 - np.tanh(z) ** 2,
     "relu": lambda z: (z > 0).astype(float),
     "identity": np.ones_like,
+}
+# The derivative as students write it, in terms of the activation a = g(z).
+_IN_TERMS_OF_A: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": lambda a: a * (1.0 - a),
+    "tanh": lambda a: 1.0 - a**2,
 }
 
 
@@ -80,6 +92,8 @@ def _factor(activation: str, z: np.ndarray, mode: Mode | None) -> np.ndarray | f
         return derivative(_FORWARD[activation](z))
     if mode == "twice":
         return derivative(z) ** 2
+    if mode == "formula_at_z":
+        return _IN_TERMS_OF_A[activation](z)
     return derivative(z)
 
 
@@ -100,7 +114,7 @@ def deltas(
     last = len(zs)
     error = inputs[-1] - np.asarray(y, dtype=np.float64)
     # Cross-entropy with a sigmoid output: the sigmoid's derivative cancels, dloss/dz = a - y.
-    cancels = arch.loss == "cross_entropy"
+    cancels = arch.loss == "cross_entropy" and mode.get(last) != "not_cancelled"
     found = [error if cancels else error * _factor(arch.activations[-1], zs[-1], mode.get(last))]
     for layer in range(last, 1, -1):
         w = p[f"W{layer}"]
@@ -120,6 +134,16 @@ def gradients(
 ) -> dict[str, np.ndarray]:
     """Gradients of the loss for every parameter, optionally with one derivative bug."""
     found, inputs = deltas(arch, x, y, params, variant)
+    if variant is not None and variant.mode in ("input_z", "input_other"):
+        p = {key: np.asarray(value, dtype=np.float64) for key, value in params.items()}
+        zs = arch.preactivations(np.asarray(x, dtype=np.float64), p)
+        if variant.mode == "input_z":
+            inputs[variant.layer - 1] = zs[variant.layer - 2]
+        else:
+            activations = [np.asarray(x, dtype=np.float64)] + [
+                _FORWARD[g](z) for g, z in zip(arch.activations, zs)
+            ]
+            inputs[variant.layer - 1] = activations[variant.other]
     columns = arch.layout == "columns"
     grads: dict[str, np.ndarray] = {}
     for layer, (delta, a_prev) in enumerate(zip(found, inputs), start=1):
@@ -130,9 +154,14 @@ def gradients(
 
 
 def variants(arch: Architecture) -> Iterator[Variant]:
-    """Every derivative bug that changes the gradient, output layer first."""
-    for layer in range(len(arch.activations), 0, -1):
-        if layer == len(arch.activations) and arch.loss == "cross_entropy":
+    """Every derivative bug that changes the gradient, output layer first.
+
+    The rarer bugs come after the classic three of every layer, so that where two explain
+    the same numbers (never on random examples) the classic one is named.
+    """
+    last = len(arch.activations)
+    for layer in range(last, 0, -1):
+        if layer == last and arch.loss == "cross_entropy":
             continue  # nothing to drop: the derivative already cancelled
         activation = arch.activations[layer - 1]
         if activation == "identity":
@@ -141,3 +170,14 @@ def variants(arch: Architecture) -> Iterator[Variant]:
         if activation != "relu":  # relu'(a) == relu'(z) and relu'**2 == relu': same gradient
             yield Variant(layer, "activation")
             yield Variant(layer, "twice")
+    if arch.loss == "cross_entropy" and arch.activations[-1] == "sigmoid":
+        yield Variant(last, "not_cancelled")
+    for layer in range(last, 0, -1):
+        if arch.activations[layer - 1] in _IN_TERMS_OF_A:
+            yield Variant(layer, "formula_at_z")
+        if layer > 1 and arch.activations[layer - 2] != "identity":
+            yield Variant(layer, "input_z")
+        # Another layer's activation of the same width: a variable reused from the wrong layer.
+        for other in range(len(arch.widths)):
+            if other != layer - 1 and arch.widths[other] == arch.widths[layer - 1]:
+                yield Variant(layer, "input_other", other)

@@ -37,6 +37,7 @@ class _Context:
     example: Example | None = None
     numerical_own: Mapping[str, np.ndarray] | None = None
     batch_size: int | None = None
+    inputs: Mapping[str, object] | None = None
 
     def close(self, a: np.ndarray, b: np.ndarray) -> bool:
         return close(a, b, self.tolerance)
@@ -115,6 +116,7 @@ def diagnose_gradients(
         learning_rate=learning_rate,
         tolerance=tolerance,
         dims=dims,
+        inputs=inputs,
     )
     exchanged = _exchanges(context)
     found = {
@@ -157,6 +159,7 @@ def _context(
     learning_rate: float | None,
     tolerance: Tolerance | None,
     dims: Mapping[str, int] | None,
+    inputs: Mapping[str, object] | None = None,
 ) -> _Context:
     arch = None
     if network is not None and example is not None:
@@ -170,7 +173,16 @@ def _context(
     reference = {key: np.asarray(value, dtype=np.float64) for key, value in reference.items()}
     factors = _factors(batch_size, dims or {}, learning_rate, wording)
     return _Context(
-        analytic, reference, tolerance, wording, factors, arch, example, numerical_own, batch_size
+        analytic,
+        reference,
+        tolerance,
+        wording,
+        factors,
+        arch,
+        example,
+        numerical_own,
+        batch_size,
+        inputs,
     )
 
 
@@ -280,6 +292,11 @@ def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
         return sentences.transposed(
             name, wording.layout, _layer(name), ctx.close(a.T, r), shape=a.shape, wording=wording
         )
+    if ctx.arch is None and a.ndim == 1 and ctx.batch_size and ctx.batch_size > 1 and (
+        a.shape[0] == ctx.batch_size
+    ):
+        # One entry per example: the sum went over the features, not over the examples.
+        return sentences.summed_over_features(name, a.shape, r.shape, wording)
     summed = _summed_axis(a, r, ctx)
     if summed is not None:
         return sentences.not_summed(
@@ -291,7 +308,25 @@ def _shape(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis:
         )
     if a.size == r.size and ctx.close(a.reshape(r.shape), r):
         return sentences.flattened(name, a.shape, r.shape, wording)
+    pad = _padding(a, r, ctx)
+    if pad:
+        padded = sum(1 for x, y in zip(a.shape, r.shape) if x != y)
+        return sentences.padding_not_removed(name, a.shape, pad, padded, wording)
     return sentences.wrong_shape(name, a.shape, r.shape, wording)
+
+
+def _padding(a: np.ndarray, r: np.ndarray, ctx: _Context) -> int:
+    """p when ``a`` is ``r`` with p more entries on both sides of its trailing axes, whose
+    middle is ``r``: a convolution's dx returned with the padding still on; else 0."""
+    grown = [axis for axis in range(a.ndim) if a.ndim == r.ndim and a.shape[axis] != r.shape[axis]]
+    if not grown or grown != list(range(a.ndim - len(grown), a.ndim)):
+        return 0
+    extra = {a.shape[axis] - r.shape[axis] for axis in grown}
+    if len(extra) != 1 or (p2 := extra.pop()) <= 0 or p2 % 2:
+        return 0
+    p = p2 // 2
+    middle = a[(Ellipsis, *(slice(p, -p) for _ in grown))]
+    return p if ctx.close(middle, r) else 0
 
 
 def _summed_axis(a: np.ndarray, r: np.ndarray, ctx: _Context) -> int | None:
@@ -348,6 +383,10 @@ def _values(name: str, a: np.ndarray, r: np.ndarray, ctx: _Context) -> Diagnosis
         _activation,
         _named_factor,
         _unnamed_factor,
+        _batch_mean_term,
+        _batch_variance_term,
+        _not_gated,
+        _label_entries,
     )
     for check in checks:
         found = check(name, a, r, ctx, evidence)
@@ -550,6 +589,78 @@ def _unnamed_factor(
     if not ctx.close(a, alpha * r):
         return None
     return sentences.scaled(name, Factor(alpha, ""), evidence, ctx.wording)
+
+
+def _label_entries(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # A softmax loss's dx wrong exactly at each example's own class: the - 1 of p - 1[y].
+    y = (ctx.inputs or {}).get("y")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or a.ndim != 2:
+        return None
+    if y.shape != (a.shape[0],) or y.min() < 0 or y.max() >= a.shape[1]:
+        return None
+    own = np.zeros(a.shape, dtype=bool)
+    own[np.arange(a.shape[0]), y] = True
+    wrong = relative_error(a, r, ctx.tolerance) > ctx.tolerance.rtol
+    if not np.array_equal(wrong, own):
+        return None
+    return sentences.label_entries(name, evidence, ctx.wording)
+
+
+def _not_gated(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # A ReLU's dx that lets the gradient through where x <= 0: the reference is zero exactly
+    # there, and only there is the gradient wrong.
+    key = name[1:] if name.startswith("d") and name[1:] in (ctx.inputs or {}) else name
+    x = (ctx.inputs or {}).get(key)
+    if not isinstance(x, np.ndarray) or x.shape != a.shape or x.dtype.kind != "f":
+        return None
+    wrong = relative_error(a, r, ctx.tolerance) > ctx.tolerance.rtol
+    inactive = x <= 0
+    if not wrong.any() or (wrong & ~inactive).any() or np.any(r[inactive] != 0):
+        return None
+    return sentences.not_gated(name, key, evidence, ctx.wording)
+
+
+def _batch_mean_term(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # Off by the same row for every example: a term through the batch mean (batchnorm's
+    # - sum_n dxhat_n / N) is missing or wrong. Layers only: their examples are rows.
+    n = ctx.batch_size
+    if ctx.arch is not None or not n or n < 3 or a.ndim < 2 or a.shape[0] != n:
+        return None
+    offset = (a - r).mean(axis=0, keepdims=True)
+    if not ctx.close(a - offset, r) or ctx.close(np.broadcast_to(offset, a.shape) + r, r):
+        return None
+    return sentences.batch_mean_term(name, n, evidence, ctx.wording)
+
+
+def _batch_variance_term(
+    name: str, a: np.ndarray, r: np.ndarray, ctx: _Context, evidence: dict
+) -> Diagnosis | None:
+    # Off, in each column, by a multiple of the standardised input xhat (plus a constant):
+    # the term through the batch variance (batchnorm's - xhat * sum_n dxhat_n xhat_n / N).
+    n, key = ctx.batch_size, name[1:] if name.startswith("d") else name
+    x = (ctx.inputs or {}).get(key)
+    if ctx.arch is not None or not n or n < 4 or not isinstance(x, np.ndarray):
+        return None
+    if x.shape != a.shape or a.ndim != 2 or a.shape[0] != n or x.dtype.kind != "f":
+        return None
+    spread = x.std(axis=0)
+    if np.any(spread == 0):
+        return None
+    xhat = (x - x.mean(axis=0)) / spread
+    d = a - r
+    offset = d.mean(axis=0)
+    slope = (d * xhat).sum(axis=0) / (xhat * xhat).sum(axis=0)
+    fitted = offset + slope * xhat
+    if not ctx.close(r + fitted, a) or ctx.close(r + slope * xhat, r):
+        return None
+    with_mean = not ctx.close(r + offset + 0 * xhat, r)
+    return sentences.batch_variance_term(name, with_mean, evidence, ctx.wording)
 
 
 _NAME = re.compile(r"^[A-Za-z]+(\d+)$")

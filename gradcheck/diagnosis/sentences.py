@@ -267,6 +267,22 @@ def wrong_shape(
     )
 
 
+def padding_not_removed(
+    name: str, shape: tuple[int, ...], pad: int, padded: int, wording: Wording = NEUTRAL
+) -> Diagnosis:
+    """A gradient returned with ``pad`` entries on both sides of its last ``padded`` axes."""
+    g, var = wording.grad(name), wording.var(name)
+    crop = ", ".join([":"] * (len(shape) - padded) + [f"{pad}:-{pad}"] * padded)
+    return make(
+        name,
+        "padding_not_removed",
+        f"{g} has shape {shape}, the shape of the padded {var} (pad = {pad} on each side), and "
+        f"its middle is the expected gradient: crop the padding away before returning it, "
+        f"{g} = {g}pad[{crop}].",
+        {"pad": pad},
+    )
+
+
 def _axis_fix(name: str, layer: str, columns: bool) -> str:
     axis = 1 if columns else 0
     return f"d{name} = np.sum(delta{layer}, axis={axis}, keepdims=True)"
@@ -294,6 +310,20 @@ def bias_wrong_axis(name: str, shape: tuple[int, ...], columns: bool) -> Diagnos
         "bias_wrong_axis",
         f"d{name} is summed over the wrong axis (shape {shape}): the examples lie {where}, "
         f"so {_axis_fix(name, name[1:], columns)}.",
+        {"shape": str(shape)},
+    )
+
+
+def summed_over_features(
+    name: str, shape: tuple[int, ...], expected: tuple[int, ...], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g, var = wording.grad(name), wording.var(name)
+    return make(
+        name,
+        "bias_wrong_axis",
+        f"{g} has shape {shape}, one entry per example: it is summed over the wrong axis. The "
+        f"examples lie along axis 0, so sum over axis 0 (and any other axis {var} does not "
+        f"have) to get {var}'s shape {expected}.",
         {"shape": str(shape)},
     )
 
@@ -372,10 +402,32 @@ def activation(
     name: str, variant: Variant, arch: Architecture, evidence: Mapping[str, object]
 ) -> Diagnosis:
     layer = variant.layer
+    if variant.mode == "input_z":
+        return _preactivation_input(name, layer, arch, evidence)
+    if variant.mode == "input_other":
+        return _other_input(name, layer, variant.other, arch, evidence)
     g = arch.activations[layer - 1]
     symbol, z, a = _SYMBOL[g], f"z{layer}", f"a{layer}"
     in_a = _IN_TERMS_OF_A.get(g, "1").format(a=a)
     evidence = {**evidence, "layer": layer, "activation": g}
+    if variant.mode == "formula_at_z":
+        return make(
+            name,
+            "derivative_formula_at_preactivation",
+            f"d{name} matches the reference with {_IN_TERMS_OF_A[g].format(a=z)} in place of "
+            f"{in_a}: that formula of {symbol}'({z}) takes the activation {a} = {symbol}({z}), "
+            f"not the pre-activation {z}.",
+            evidence,
+        )
+    if variant.mode == "not_cancelled":
+        return make(
+            name,
+            "derivative_not_cancelled",
+            f"d{name} matches the reference multiplied by {symbol}'({z}) = {in_a} at the "
+            f"output: with the cross-entropy loss and a {g} output the derivative cancels, "
+            f"dloss/d{z} = {a} - y, so do not multiply by {in_a}.",
+            evidence,
+        )
     if variant.mode == "none":
         return make(
             name,
@@ -399,6 +451,39 @@ def activation(
         f"d{name} matches the reference with {symbol}'({z}) applied twice: multiply by the "
         f"derivative of layer {layer}'s {g} once only.",
         evidence,
+    )
+
+
+def _other_input(
+    name: str, layer: int, other: int, arch: Architecture, evidence: Mapping[str, object]
+) -> Diagnosis:
+    used, below = (f"a{k}" if k else "x" for k in (other, layer - 1))
+    columns = arch.layout == "columns"
+    formula = f"delta{layer} @ {below}.T" if columns else f"{below}.T @ delta{layer}"
+    return make(
+        name,
+        "wrong_layer_input",
+        f"d{name} matches the reference with {used} in place of {below}: layer {layer}'s input "
+        f"is {below}, the activation of the layer below it, so d{name} = {formula}.",
+        {**evidence, "layer": layer, "used": other},
+    )
+
+
+def _preactivation_input(
+    name: str, layer: int, arch: Architecture, evidence: Mapping[str, object]
+) -> Diagnosis:
+    g = arch.activations[layer - 2]
+    below, z = f"a{layer - 1}", f"z{layer - 1}"
+    formula = (
+        f"delta{layer} @ {below}.T" if arch.layout == "columns" else f"{below}.T @ delta{layer}"
+    )
+    return make(
+        name,
+        "preactivation_input",
+        f"d{name} matches the reference with the pre-activation {z} in place of the "
+        f"activation {below}: layer {layer}'s input is {below} = {_SYMBOL[g]}({z}), so "
+        f"d{name} = {formula}.",
+        {**evidence, "layer": layer, "activation": g},
     )
 
 
@@ -492,6 +577,77 @@ def _learning_rate_words(factor: Factor, wording: Wording) -> str:
     return (
         f"minus the learning rate {lr:g} times the reference: {backward} returns the "
         f"gradient itself, not the update step"
+    )
+
+
+def batch_variance_term(
+    name: str, with_mean: bool, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    if with_mean:
+        what = (
+            "a constant and a multiple of the standardised input xhat: the terms of {g} that "
+            "come through the batch mean and the batch variance are missing or wrong (in batch "
+            "normalisation, the - sum_n dxhat_n / N and the - xhat * sum_n(dxhat_n * xhat_n) / N "
+            "inside dx)"
+        )
+    else:
+        what = (
+            "a multiple of the standardised input xhat: the term of {g} that comes through the "
+            "batch variance is missing or wrong (in batch normalisation, the "
+            "- xhat * sum_n(dxhat_n * xhat_n) / N inside dx)"
+        )
+    return make(
+        name,
+        "batch_variance_term",
+        f"{g} is the expected gradient plus, in each column, {what.format(g=g)}.",
+        {**evidence, "with_mean": int(with_mean)},
+    )
+
+
+def label_entries(
+    name: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    # The formula only for a function that says it is a softmax: an SVM loss has labels too.
+    formula = (
+        f"; {g} = (p - 1 at the correct class) / N, with p the softmax probabilities"
+        if "softmax" in wording.backward.lower()
+        else ""
+    )
+    return make(
+        name,
+        "label_entries",
+        f"{g} is right everywhere except at each example's own class (row n, column y[n]): "
+        f"the term of the correct class is missing or has the wrong sign{formula}.",
+        evidence,
+    )
+
+
+def not_gated(
+    name: str, x: str, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    return make(
+        name,
+        "not_gated",
+        f"{g} is right where {x} > 0 and not zero where {x} <= 0: the gradient must stop "
+        f"where the unit was inactive, {g} = dout * ({x} > 0).",
+        evidence,
+    )
+
+
+def batch_mean_term(
+    name: str, n: int, evidence: Mapping[str, object], wording: Wording = NEUTRAL
+) -> Diagnosis:
+    g = wording.grad(name)
+    return make(
+        name,
+        "batch_mean_term",
+        f"{g} is the expected gradient plus the same row for each of the N = {n} examples: "
+        f"the term of {g} that comes through the batch mean is missing or wrong (in batch "
+        f"normalisation, the - sum_n dxhat_n / N inside dx).",
+        evidence,
     )
 
 

@@ -67,6 +67,12 @@ _STEPS = (
         lambda p, dp, lr: -lr * dp,
         "{function} returned the step -lr * dp for {name}, not the new value: return p - lr * dp.",
     ),
+    _Step(
+        "returned_step",
+        lambda p, dp, lr: lr * dp,
+        "{function} returned lr * dp for {name}, not the new value: subtract it from the "
+        "parameter, return p - lr * dp.",
+    ),
 )
 
 
@@ -185,6 +191,16 @@ def _wrong_step(
 
 
 def _not_returned(name: str, value: object, function: str) -> Diagnosis:
+    if value is None:
+        # No return statement: most often the loop updated params in place and stopped there.
+        return make(
+            name,
+            "missing",
+            f"{function} returned None instead of the new parameters: updating params in place "
+            f"(params[key] -= lr * grads[key]) is not enough, the grader uses what {function} "
+            f"returns; return the new dict, {{key: params[key] - lr * grads[key] for key in "
+            f"params}}.",
+        )
     what = (
         f"raised {type(value).__name__}"
         if isinstance(value, BaseException)

@@ -79,7 +79,14 @@ ASSIGNMENTS = (
         inputs={"x": Input(("N", "C")), "y": Labels(("N",), classes="C")},
         examples=(Example({"x": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], "y": [0, 2]},
                           source="uniform scores: the loss is log C",
-                          expected={"loss": math.log(3.0)}),),
+                          expected={"loss": math.log(3.0)}),
+                  # Large scores: exp(1000) overflows unless each row's max is subtracted.
+                  Example({"x": [[1000.0, 1001.0, 999.0], [-2.0, 998.5, 1000.0]], "y": [1, 2]},
+                          source="large scores: a softmax that does not subtract the max "
+                                 "overflows",
+                          expected={"loss": (math.log(1 + math.exp(-1) + math.exp(-2))
+                                             + math.log(1 + math.exp(-1.5) + math.exp(-1002)))
+                                    / 2})),
         title="Softmax loss",
         notation=r"$L = -\frac{1}{N}\sum_n \log \mathrm{softmax}(x_n)_{y_n}$; "
                  r"$dx = (\mathrm{softmax}(x) - \mathrm{onehot}(y)) / N$",
