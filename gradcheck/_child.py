@@ -664,6 +664,9 @@ class _Server:
             elif op == "call_many":
                 for args in request["arg_sets"]:
                     self._send(self._call(request, args, request.get("kwargs") or {}))
+            elif op == "call_nudged":
+                for args in self._loading.nudged(request["args"], request["nudges"]):
+                    self._send(self._call(request, args, request.get("kwargs") or {}))
 
     def _load(self, path: Path) -> dict[str, Any]:
         loading = self._loading

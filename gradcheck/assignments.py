@@ -311,6 +311,10 @@ class _InputsKind(_Kind):
         """The arrays differentiated, by name."""
         return {name: case.inputs[name] for name in self.wrt}  # type: ignore[union-attr]
 
+    def position(self, name: str) -> tuple[int, str | None]:
+        """Where input ``name`` is among :meth:`arguments`: (position, None)."""
+        return list(self.inputs).index(name), None
+
     def arguments(self, case: Case, values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
         """The student's inputs, positionally, in declaration order (fresh copies), with
         ``values`` in place of some of them (a perturbed input)."""
@@ -479,6 +483,10 @@ class Network(_InputsKind):
         if case.detail is not None:
             return case.inputs["params"]
         return {name: case.inputs[name] for name in self.params}
+
+    def position(self, name: str) -> tuple[int, str | None]:
+        """Parameter ``name`` is an entry of fprop's third argument."""
+        return 2, name
 
     def forward_call(self, case: Case) -> Call:
         x, y, params, options = self.split(case)

@@ -258,6 +258,23 @@ class Sandbox:
         total = self.limits.call_timeout if timeout is None else timeout
         return self._run(function, request, len(arg_sets), total, each=each)
 
+    def call_nudged(
+        self, function: str, args: tuple[Any, ...], nudges: list[tuple[int, str | None, int, float]],
+        *, pick: str | int | None = None, kwargs: dict[str, Any] | None = None,
+    ) -> list[CallResult]:
+        """Call a function once per nudge, on a fresh copy of ``args`` with one entry changed.
+
+        The finite differences of a large input: ``args`` cross the boundary once, not once
+        per call (2P copies of a million-entry network would not fit in any memory). A nudge
+        ``(position, key, flat_index, value)`` sets ``args[position][key].flat[flat_index]``
+        (``args[position]`` when key is None) to ``value``.
+        """
+        if not nudges:
+            return []
+        request = {"op": "call_nudged", "function": function, "args": list(args),
+                   "nudges": [list(n) for n in nudges], "pick": pick, "kwargs": dict(kwargs or {})}
+        return self._run(function, request, len(nudges), self.limits.call_timeout)
+
     def start(self) -> None:
         """Start the child without loading anything, so that its start-up overlaps other work.
 

@@ -47,6 +47,7 @@ from .diagnosis import (Diagnosis, annotate, diagnose_batch_sizes, diagnose_grad
 from .diagnosis.sentences import consistent_with_own_fprop, mutates_inputs
 from .differentiation import central_differences
 from .results import AssignmentResult, CheckResult
+from .sampling import restrict_to_entries
 
 if TYPE_CHECKING:
     from .courses import Course
@@ -215,6 +216,14 @@ class LocalBox:
                   pick: str | int | None = None, kwargs: Mapping[str, Any] | None = None,
                   each: bool = False) -> list[Any]:
         return [self.call(function, *args, pick=pick, **dict(kwargs or {})) for args in arg_sets]
+
+    def call_nudged(self, function: str, args: tuple[Any, ...], nudges: list[Any], *,
+                    pick: str | int | None = None, kwargs: Mapping[str, Any] | None = None
+                    ) -> list[Any]:
+        from .loading import nudged
+
+        return self.call_many(function, list(nudged(list(args), [list(n) for n in nudges])),
+                              pick=pick, kwargs=kwargs)
 
 
 _REFERENCES: dict[tuple[str, str, int, int], tuple[_Reference, ...]] = {}
@@ -448,22 +457,23 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
                                  ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
     """Per gradient: does it match finite differences of the student's own objective?
 
-    The perturbed forward calls run in the child, in one round trip; the differences are
-    taken here. Returns the verdict and the numerical gradient (None when the student's
-    forward pass fails on a perturbed input).
+    The perturbed forward calls run in the child, in one round trip that sends the inputs
+    once and one changed entry per call; the differences are taken here. A large parameter
+    is differentiated on a sample (:func:`_own_entries`). Returns the verdict and the
+    numerical gradient (NaN off the sample; None when the student's forward pass fails on
+    a perturbed input).
     """
     case = run.case
     values = {k: np.array(v, dtype=np.float64) for k, v in assignment.values(case).items()}
-    calls: list[Call] = []
-
-    def record(perturbed: Mapping[str, np.ndarray]) -> float:
-        calls.append(assignment.perturbed_call(case, {k: v.copy() for k, v in perturbed.items()}))
-        return 0.0
-
-    central_differences(record, values, CONSISTENCY_TOLERANCE.eps)
-    first = calls[0]
-    results = iter(box.call_many(first.function, [c.args for c in calls], pick=first.pick,
-                                 kwargs=dict(first.kwargs)))
+    base = assignment.perturbed_call(case, values)  # every input, the differentiated or not
+    entries = _own_entries(values, run)
+    values = {k: v for k, v in values.items() if k not in entries or entries[k].size}
+    eps = CONSISTENCY_TOLERANCE.eps
+    nudges = [(*assignment.position(key), int(i), float(v[i]) + sign * eps)
+              for key, v in ((k, a.reshape(-1)) for k, a in values.items())
+              for i in (entries[key] if key in entries else range(v.size)) for sign in (1.0, -1.0)]
+    results = iter(box.call_nudged(base.function, base.args, nudges, pick=base.pick,
+                                   kwargs=dict(base.kwargs)))
 
     def replay(_: Mapping[str, np.ndarray]) -> float:
         result = next(results)
@@ -477,11 +487,43 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
         return scalar_loss(value)
 
     try:
-        numerical = central_differences(replay, values, CONSISTENCY_TOLERANCE.eps).gradient
+        numerical = central_differences(replay, values, eps, entries).gradient
     except (ValueError, StopIteration, StudentError, TypeError):
         return {}, None
-    reports, _ = compare_gradients(run.gradients_value, numerical, CONSISTENCY_TOLERANCE)
+    answered = {k: v for k, v in run.gradients_value.items() if k in numerical}
+    reports, _ = compare_gradients(answered, numerical, CONSISTENCY_TOLERANCE)
+    reports = restrict_to_entries(reports, answered, numerical, entries, CONSISTENCY_TOLERANCE)
     return {r.name: r.ok for r in reports}, numerical
+
+
+# Finite differences of the student's own forward pass cost 2 forward calls per entry, in the
+# call time limit: a parameter larger than this is differentiated on this many entries.
+OWN_SAMPLE = 200
+
+
+def _own_entries(values: Mapping[str, np.ndarray], run: _Run) -> dict[str, np.ndarray]:
+    """Flat indices to differentiate, for the parameters too large to differentiate whole.
+
+    A large gradient that matched the reference needs no verdict (an empty sample). A wrong
+    one is sampled where it is wrong: its entries farthest from the reference first (a
+    bug in a few entries is never sampled away, so it cannot earn the consistency share),
+    then seeded random entries.
+    """
+    chosen = {}
+    for position, (key, value) in enumerate(values.items()):
+        if value.size <= OWN_SAMPLE:
+            continue
+        report = _report(run, key)
+        mine = run.gradients_value.get(key)
+        if report is not None and report.ok or np.shape(mine) != value.shape:
+            chosen[key] = np.zeros(0, dtype=np.intp)
+            continue
+        error = np.abs(np.asarray(mine, dtype=np.float64) - run.reference.gradients[key]).reshape(-1)
+        worst = np.argsort(-error, kind="stable")[: OWN_SAMPLE // 2]
+        rng = np.random.default_rng([zlib.crc32(run.label.encode()), position])
+        others = rng.permutation(np.setdiff1d(np.arange(value.size), worst))
+        chosen[key] = np.sort(np.concatenate([worst, others[: OWN_SAMPLE - worst.size]]))
+    return chosen
 
 
 # -- repeated calls: inputs changed in place, state between calls (networks) ------------------------
@@ -734,11 +776,22 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
     forward, backward = assignment.functions[0], _backward_name(assignment)
     who = (f"your d{param} is the gradient of the loss your {forward} computes"
            if forward == backward else f"your {backward} is consistent with your {forward}")
-    sentence = f"{who}: {own.sentence}"
+    sentence = f"{who}: {own.sentence}{_own_sample_note(run, param)}"
     simpler = run.simpler.get(param)
     if simpler is not None and simpler.recognised and simpler.cause != own.cause:
         sentence += f" The numbers also show a simpler pattern: {simpler.sentence}"
     return sentence
+
+
+def _own_sample_note(run: _Run, param: str) -> str:
+    """What the consistency verdict of a sampled parameter rests on, else ""."""
+    own = (run.numerical_own or {}).get(param)
+    checked = int(np.isfinite(own).sum()) if own is not None else 0
+    if own is None or checked == own.size:
+        return ""
+    return (f" Checked with finite differences of your forward pass on {checked} of "
+            f"{own.size} entries of d{param} (those farthest from the reference, then a seeded "
+            "sample).")
 
 
 def _batch_diagnosis(assignment: Assignment, param: str, one: _Run, many: _Run) -> Diagnosis | None:
