@@ -275,6 +275,8 @@ def _dout(assignment: Assignment, case: Case, out: Any) -> np.ndarray | None:
 class _Run:
     reference: _Reference
     forward_error: str | None = None
+    forward_seconds: float = 0.0
+    """How long the student's forward call took: what finite differences of it will cost."""
     forward: Any = None
     """The student's loss (float) or output (array), when usable."""
     backward_error: str | None = None
@@ -315,6 +317,7 @@ def _run(box: Any, assignment: Assignment, ref: _Reference, *, probe: bool = Fal
     run = _Run(ref)
     case = ref.case
     result = _call(box, assignment.forward_call(case))
+    run.forward_seconds = float(result.seconds or 0.0)
     if not result.ok:
         run.forward_error = result.error
         run.backward_error = f"{_backward_name(assignment)} was not called because " \
@@ -447,13 +450,21 @@ def _network_context(assignment: Assignment, case: Case) -> tuple[Any, Any]:
 
 def _check_consistency(box: Any, assignment: Assignment, runs: Sequence[_Run]) -> None:
     """On every case with a wrong gradient: does it match the student's own forward pass?"""
+    # A gradient earns the consistency share only when consistent on every case where it is
+    # wrong: once inconsistent on one, a large one is not differentiated again (it would
+    # cost half the call time limit per case for nothing).
+    settled: set[str] = set()
     for run in runs:
-        if any(not r.ok for r in run.gradients) and isinstance(run.gradients_value, Mapping):
-            run.consistent, run.numerical_own = _consistent_with_own_forward(box, assignment, run)
+        wrong = {r.name for r in run.gradients if not r.ok}
+        if wrong - settled and isinstance(run.gradients_value, Mapping):
+            run.consistent, run.numerical_own = _consistent_with_own_forward(
+                box, assignment, run, settled)
+            settled |= {name for name in wrong if not run.consistent.get(name, False)}
         _annotate(assignment, run)
 
 
-def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
+def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run,
+                                 settled: set[str] = frozenset()  # type: ignore[assignment]
                                  ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
     """Per gradient: does it match finite differences of the student's own objective?
 
@@ -466,7 +477,7 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
     case = run.case
     values = {k: np.array(v, dtype=np.float64) for k, v in assignment.values(case).items()}
     base = assignment.perturbed_call(case, values)  # every input, the differentiated or not
-    entries = _own_entries(values, run)
+    entries = _own_entries(values, run, _own_budget(box, run), settled)
     values = {k: v for k, v in values.items() if k not in entries or entries[k].size}
     eps = CONSISTENCY_TOLERANCE.eps
     nudges = [(*assignment.position(key), int(i), float(v[i]) + sign * eps)
@@ -497,32 +508,54 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
 
 
 # Finite differences of the student's own forward pass cost 2 forward calls per entry, in the
-# call time limit: a parameter larger than this is differentiated on this many entries.
+# call time limit: a parameter larger than this is differentiated on this many entries, or
+# fewer when the forward pass is slow (but never fewer than _OWN_MINIMUM).
 OWN_SAMPLE = 200
+_OWN_MINIMUM = 10
 
 
-def _own_entries(values: Mapping[str, np.ndarray], run: _Run) -> dict[str, np.ndarray]:
+def _own_budget(box: Any, run: _Run) -> int | None:
+    """Entries the differences may take: half the call time limit at 2 forward calls each.
+
+    None when there is no limit (the reference's box, the plugin's in-process debugging).
+    """
+    limit = getattr(getattr(box, "limits", None), "call_timeout", None)
+    if limit is None:
+        return None
+    return int(0.5 * limit / (2 * max(run.forward_seconds, 1e-5)))
+
+
+def _own_entries(values: Mapping[str, np.ndarray], run: _Run, budget: int | None = None,
+                 settled: set[str] = frozenset()  # type: ignore[assignment]
+                 ) -> dict[str, np.ndarray]:
     """Flat indices to differentiate, for the parameters too large to differentiate whole.
 
-    A large gradient that matched the reference needs no verdict (an empty sample). A wrong
-    one is sampled where it is wrong: its entries farthest from the reference first (a
-    bug in a few entries is never sampled away, so it cannot earn the consistency share),
-    then seeded random entries.
+    A gradient that matched the reference needs no verdict (an empty sample) once the
+    parameters are large. A wrong one is sampled where it is wrong: its entries farthest
+    from the reference first (a bug in a few entries is never sampled away, so it cannot
+    earn the consistency share), then seeded random entries. ``budget`` (entries in all)
+    shrinks the sample of every parameter when the forward pass is slow; ``settled``
+    gradients, found inconsistent on an earlier case, are left out of a large problem.
     """
+    small = sum(v.size for v in values.values()) <= OWN_SAMPLE
+    wrong = [k for k in values if (_report(run, k) is None or not _report(run, k).ok)
+             and (small or k not in settled)]
+    size = OWN_SAMPLE if budget is None else max(
+        _OWN_MINIMUM, min(OWN_SAMPLE, budget // max(len(wrong), 1)))
+    small = small and sum(v.size for v in values.values()) <= size
     chosen = {}
     for position, (key, value) in enumerate(values.items()):
-        if value.size <= OWN_SAMPLE:
+        if value.size <= size and (small or key in wrong):
             continue
-        report = _report(run, key)
         mine = run.gradients_value.get(key)
-        if report is not None and report.ok or np.shape(mine) != value.shape:
+        if key not in wrong or np.shape(mine) != value.shape:
             chosen[key] = np.zeros(0, dtype=np.intp)
             continue
         error = np.abs(np.asarray(mine, dtype=np.float64) - run.reference.gradients[key]).reshape(-1)
-        worst = np.argsort(-error, kind="stable")[: OWN_SAMPLE // 2]
+        worst = np.argsort(-error, kind="stable")[: size // 2]
         rng = np.random.default_rng([zlib.crc32(run.label.encode()), position])
         others = rng.permutation(np.setdiff1d(np.arange(value.size), worst))
-        chosen[key] = np.sort(np.concatenate([worst, others[: OWN_SAMPLE - worst.size]]))
+        chosen[key] = np.sort(np.concatenate([worst, others[: size - worst.size]]))
     return chosen
 
 
