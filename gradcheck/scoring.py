@@ -509,20 +509,22 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run,
 
 # Finite differences of the student's own forward pass cost 2 forward calls per entry, in the
 # call time limit: a parameter larger than this is differentiated on this many entries, or
-# fewer when the forward pass is slow (but never fewer than _OWN_MINIMUM).
-OWN_SAMPLE = 200
+# fewer when the forward pass is slow (but never fewer than _OWN_MINIMUM). Half of them are
+# the entries farthest from the reference, where an inconsistent bug shows; a few dozen
+# decide the verdict, and every one costs two forward passes of every buggy student.
+OWN_SAMPLE = 60
 _OWN_MINIMUM = 10
 
 
 def _own_budget(box: Any, run: _Run) -> int | None:
-    """Entries the differences may take: half the call time limit at 2 forward calls each.
+    """Entries the differences may take: a quarter of the call time limit at 2 forward calls each.
 
     None when there is no limit (the reference's box, the plugin's in-process debugging).
     """
     limit = getattr(getattr(box, "limits", None), "call_timeout", None)
     if limit is None:
         return None
-    return int(0.5 * limit / (2 * max(run.forward_seconds, 1e-5)))
+    return int(0.25 * limit / (2 * max(run.forward_seconds, 1e-5)))
 
 
 def _own_entries(values: Mapping[str, np.ndarray], run: _Run, budget: int | None = None,
@@ -686,7 +688,7 @@ def _gradient_names(assignment: Assignment, runs: Sequence[_Run] = ()) -> list[s
     if runs:
         return list(runs[0].reference.gradients)
     if isinstance(assignment, Network) and assignment.reference is not None:
-        return list(assignment.reference.param_shapes())
+        return assignment.param_names()
     return list(assignment.wrt)
 
 
