@@ -739,8 +739,14 @@ class _Server:
         except BaseException as exc:  # noqa: BLE001 - a hostile value must not kill the loop
             what = reply.get("function", "the submission")
             error = f"{what} returned a value that could not be sent back ({type(exc).__name__})"
-            data = wire.encode({"ok": False, "error": error, "dropped": self._budget.dropped})
-        self._sock.sendall(FRAME.pack(len(data)) + data)
+            if isinstance(exc, MemoryError):
+                error += f": its encoding did not fit in the memory limit of {self._config['memory_mb']} MB"
+            reply = {"ok": False, "error": error, "dropped": self._budget.dropped}
+            data = wire.encode(reply)
+        # Header and body apart: joining them copies the body, and a large gradient's copy
+        # could cross the memory limit after the student's code had returned.
+        self._sock.sendall(FRAME.pack(len(data)))
+        self._sock.sendall(data)
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:

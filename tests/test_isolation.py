@@ -440,3 +440,41 @@ def test_child_runs_as_another_user(tmp_path: Path) -> None:
 def test_unknown_user_is_refused(student: Path) -> None:
     with pytest.raises(ValueError):
         Sandbox(student, user="no-such-user-gradcheck")
+
+
+BIG_VALUE = '''
+import numpy as np
+
+def headroom():
+    # The largest block that still fits in the address-space limit, in MB.
+    low, high = 0, 1 << 16
+    while high - low > 1:
+        mid = (low + high) // 2
+        try:
+            np.empty(mid << 20, dtype=np.uint8)
+            low = mid
+        except MemoryError:
+            high = mid
+    return low
+
+def big(megabytes):
+    return np.ones(megabytes << 17)
+'''
+
+
+def test_a_value_too_large_to_encode_names_the_memory_limit(tmp_path: Path) -> None:
+    # A large gradient returned fine but its encoding crossed the limit: the message said
+    # only "(MemoryError)", or "process exited with status 0" when the copy that joined the
+    # header to the body was the one that failed (a 1.8M-parameter bprop at --memory 250).
+    student = tmp_path / "big.py"
+    student.write_text(BIG_VALUE)
+    limits = Limits(call_timeout=10.0, memory_mb=600)
+    with Sandbox(student, limits=limits) as box:
+        room = box.call("headroom").value
+    with Sandbox(student, limits=limits) as box:
+        fits = box.call("big", int(room / 6))
+        too_big = box.call("big", int(room / 2.2))
+    assert fits.ok and fits.value.size == int(room / 6) << 17
+    assert not too_big.ok
+    assert "big returned a value that could not be sent back (MemoryError)" in too_big.error
+    assert "did not fit in the memory limit of 600 MB" in too_big.error
