@@ -41,6 +41,9 @@ from typing import Any
 __all__ = ["main", "monitor_kind"]
 
 FRAME = struct.Struct(">Q")
+# The exit status of a child whose own code (receiving a request, copying inputs, encoding
+# a reply), not the student's, ran out of the memory limit.
+OUT_OF_MEMORY = 86
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
@@ -462,6 +465,8 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
         writers = (_CappedWriter(1, budget), _CappedWriter(2, budget))
         sys.stdout, sys.stderr = writers
         _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
+    except MemoryError:
+        os._exit(OUT_OF_MEMORY)
     finally:
         os._exit(0)
 
@@ -680,8 +685,8 @@ class _Server:
                 for args in request["arg_sets"]:
                     self._send(self._call(request, args, request.get("kwargs") or {}))
             elif op == "call_nudged":
-                for args in self._loading.nudged(request["args"], request["nudges"]):
-                    self._send(self._call(request, args, request.get("kwargs") or {}))
+                for nudge in request["nudges"]:
+                    self._send(self._nudged_call(request, nudge))
 
     def _load(self, path: Path) -> dict[str, Any]:
         loading = self._loading
@@ -707,6 +712,17 @@ class _Server:
         names = loading.defined_callables(loaded.namespace)
         return {"ok": True, "names": list(names), "isolation": isolation,
                 "problems": [self._hint(p) for p in loaded.problems]}
+
+    def _nudged_call(self, request: dict[str, Any], nudge: list[Any]) -> dict[str, Any]:
+        try:
+            args = self._loading.nudged(request["args"], nudge)
+        except MemoryError:  # the copy is ours, not the student's: say so, keep serving
+            error = (f"{request['function']} could not be called on a perturbed copy of its "
+                     f"inputs: the copy did not fit in the memory limit of "
+                     f"{self._config['memory_mb']} MB")
+            return {"ok": False, "value": None, "error": error, "seconds": 0.0,
+                    "function": request["function"]}
+        return self._call(request, args, request.get("kwargs") or {})
 
     def _hint(self, error: Any) -> Any:
         return _with_hint(error, self._confined)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import wire
-from gradcheck._child import FRAME, monitor_kind
+from gradcheck._child import FRAME, OUT_OF_MEMORY, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
@@ -421,6 +421,10 @@ class _Failure:
             return f"{what} did not {verb} within {timeout:g} s"
         if self.kind == "garbage":
             return f"{what} sent back a reply that could not be read: {self.detail}"
+        if self.kind == "exit" and self.detail == OUT_OF_MEMORY:
+            return (f"process ran out of its memory limit of {limits.memory_mb} MB {self.during}, "
+                    "while receiving its inputs or sending back its value (the arrays were "
+                    "too large for the limit)")
         if self.kind == "exit":
             return f"process exited with status {self.detail} {self.during}"
         if self.kind == "processes":
@@ -501,7 +505,8 @@ class _Child:
         deadline = time.monotonic() + timeout
         try:
             data = wire.encode(request, strict=True, max_bytes=1 << 62)
-            self.msg.sendall(FRAME.pack(len(data)) + data)
+            self.msg.sendall(FRAME.pack(len(data)))  # apart: joining them copies the body
+            self.msg.sendall(data)
         except OSError:
             return [], self._death(during)
         replies: list[dict[str, Any]] = []

@@ -245,19 +245,19 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     return value
 
 
-def nudged(args: list[Any], nudges: list[list[Any]]) -> Iterator[tuple[Any, ...]]:
-    """Fresh copies of ``args``, each with one array entry set: ``(position, key, index, value)``.
+def nudged(args: list[Any], nudge: list[Any]) -> tuple[Any, ...]:
+    """A fresh copy of ``args`` with one array entry set: ``(position, key, index, value)``.
 
     The grader's finite differences of a large input send the input once and these nudges;
     each call gets its own copy, because the student's code may change its inputs in place.
     """
     import copy
 
-    for position, key, index, value in nudges:
-        fresh = copy.deepcopy(args)
-        target = fresh[position] if key is None else fresh[position][key]
-        target.flat[index] = value
-        yield tuple(fresh)
+    position, key, index, value = nudge
+    fresh = copy.deepcopy(args)
+    target = fresh[position] if key is None else fresh[position][key]
+    target.flat[index] = value
+    return tuple(fresh)
 
 
 def _not_defined(namespace: Mapping[str, Any], function: str) -> str:

@@ -222,7 +222,7 @@ class LocalBox:
                     ) -> list[Any]:
         from .loading import nudged
 
-        return self.call_many(function, list(nudged(list(args), [list(n) for n in nudges])),
+        return self.call_many(function, [nudged(list(args), list(n)) for n in nudges],
                               pick=pick, kwargs=kwargs)
 
 

@@ -478,3 +478,19 @@ def test_a_value_too_large_to_encode_names_the_memory_limit(tmp_path: Path) -> N
     assert not too_big.ok
     assert "big returned a value that could not be sent back (MemoryError)" in too_big.error
     assert "did not fit in the memory limit of 600 MB" in too_big.error
+
+
+def test_inputs_too_large_for_the_child_name_the_memory_limit(tmp_path: Path) -> None:
+    # Receiving the request is the child's own code: its MemoryError ended the child with
+    # "process exited with status 0 during first".
+    student = tmp_path / "big.py"
+    student.write_text(BIG_VALUE + "\ndef first(a):\n    return float(a[0])\n")
+    limits = Limits(call_timeout=10.0, memory_mb=600)
+    with Sandbox(student, limits=limits) as box:
+        room = box.call("headroom").value
+    with Sandbox(student, limits=limits) as box:
+        result = box.call("first", np.zeros(int(room / 1.5) << 17))
+        again = box.call("first", np.ones(3))
+    assert not result.ok
+    assert result.error.startswith("process ran out of its memory limit of 600 MB during first")
+    assert again.ok and again.value == 1.0  # a fresh child for the next call
