@@ -505,6 +505,69 @@ def bench_conv(options: Options) -> list[Row]:
     return run(options)
 
 
+_LARGE_COURSE = """
+from gradcheck.assignments import Network
+
+TITLE = "MNIST-sized"
+ASSIGNMENTS = (Network.document("mlp", sizes=(
+    {"widths": (784, 256, 128, 10), "activations": ("relu", "relu", "sigmoid"), "m": 64},)),)
+"""
+_LARGE_STUDENTS = {
+    "correct": None,
+    "no_relu_derivative": (" * ACTIVATIONS[activations[layer - 2]][1](zs[layer - 2])", ""),
+    "averaged_dW": ("delta @ inputs[layer - 1].T", "delta @ inputs[layer - 1].T / y.shape[1]"),
+    "notebook": None,
+}
+
+
+def _large_submissions(root: Path) -> None:
+    answer = "\n".join(line for line in (ROOT / "solutions" / "mlp.py").read_text().splitlines()
+                       if "### " not in line) + "\n"
+    for student, edit in _LARGE_STUDENTS.items():
+        (root / student).mkdir(parents=True)
+        if student == "notebook":  # the same answer in a notebook that plots, as students do
+            import nbformat
+
+            notebook = nbformat.v4.new_notebook()
+            notebook.cells = [nbformat.v4.new_code_cell("%matplotlib inline\nimport matplotlib.pyplot as plt"),
+                              nbformat.v4.new_code_cell(answer.split("if __name__")[0]),
+                              nbformat.v4.new_code_cell("plt.plot([1, 2]); plt.title('loss'); plt.show()")]
+            nbformat.write(notebook, str(root / student / "mlp.ipynb"))
+            continue
+        source = answer if edit is None else answer.replace(*edit)
+        assert edit is None or source != answer
+        (root / student / "mlp.py").write_text(source)
+
+
+def bench_large(options: Options) -> list[Row]:
+    """A 784-256-128-10 mlp at batch 64 (235,146 parameters): seconds per student, one worker.
+
+    The grader compares gradients with the reference's (no finite differences) and, for a
+    wrong gradient, differentiates the student's own fprop on a sample that fits in a
+    quarter of the call time limit (10 s): a buggy student costs more than a correct one,
+    never 2P forward calls. The notebook student imports pyplot and plots (preloaded by the
+    fork server).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gradcheck-bench-large-") as scratch:
+        course, submit = Path(scratch) / "course", Path(scratch) / "submit"
+        course.mkdir()
+        (course / "course.py").write_text(_LARGE_COURSE)
+        (course / "mlp.py").write_text((ROOT / "solutions" / "mlp.py").read_text())
+        _large_submissions(submit)
+        _grade(submit, Path(scratch) / "out", 1, "--course", str(course))
+        run = json.loads((Path(scratch) / "out" / "run.json").read_text())
+    rows = []
+    for student in run["students"]:
+        (graded,) = student["assignments"]
+        score = sum(c["score"] for c in graded["checks"])
+        rows.append(Row("large", "mlp 784-256-128-10, m = 64", student["student"],
+                        seconds=graded["seconds"], ratio=graded["seconds"] / 10.0,
+                        unit="x the call limit (10 s)", target="< 1", note=f"{score:g}/10"))
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[Options], list[Row]]] = {
     "numerical": bench_numerical,
     "fast": bench_fast,
@@ -512,6 +575,7 @@ BENCHMARKS: dict[str, Callable[[Options], list[Row]]] = {
     "memory": bench_memory,
     "throughput": bench_throughput,
     "sandbox": bench_sandbox,
+    "large": bench_large,
 }
 
 

@@ -44,6 +44,9 @@ FRAME = struct.Struct(">Q")
 # The child's exit status when its socket to the grader failed under it: student code closed
 # (or replaced) a file descriptor it did not open, e.g. os.closerange(0, 1024).
 CONNECTION_LOST = 86
+# The exit status of a child whose own code (receiving a request, copying inputs, encoding
+# a reply), not the student's, ran out of the memory limit.
+OUT_OF_MEMORY = 87
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/pids")
@@ -134,6 +137,21 @@ def _preload(scratch_base: str | None = None) -> None:
     try:
         import IPython.core.inputtransformer2  # noqa: F401
     except ImportError:
+        pass
+    _preload_pyplot(scratch_base)
+
+
+def _preload_pyplot(scratch_base: str | None) -> None:
+    # Nearly every notebook imports pyplot: in a child that costs 0.3 to 0.6 s (the import,
+    # and a font cache built afresh, since the child's home is its empty scratch copy), most
+    # of a notebook's grading time in a large class. Imported once here (the Agg backend of
+    # the environment), its font cache in the private scratch base, never the grader's home.
+    # About 45 MB of address space, counted in every child's memory limit.
+    if scratch_base:
+        os.environ.setdefault("MPLCONFIGDIR", os.path.join(scratch_base, ".matplotlib"))
+    try:
+        import matplotlib.pyplot  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed or broken: each notebook imports its own
         pass
 
 
@@ -453,6 +471,8 @@ def _student_child(config: dict[str, Any], msg_fd: int, out_fd: int, cgroup: str
             _Server(socket.socket(fileno=msg_fd), config, budget, writers).serve()
         except OSError:
             os._exit(CONNECTION_LOST)
+    except MemoryError:
+        os._exit(OUT_OF_MEMORY)
     finally:
         os._exit(0)
 
@@ -671,6 +691,9 @@ class _Server:
             elif op == "call_many":
                 for args in request["arg_sets"]:
                     self._send(self._call(request, args, request.get("kwargs") or {}))
+            elif op == "call_nudged":
+                for nudge in request["nudges"]:
+                    self._send(self._nudged_call(request, nudge))
 
     def _load(self, path: Path) -> dict[str, Any]:
         loading = self._loading
@@ -696,6 +719,17 @@ class _Server:
         names = loading.defined_callables(loaded.namespace)
         return {"ok": True, "names": list(names), "isolation": isolation,
                 "problems": [self._hint(p) for p in loaded.problems]}
+
+    def _nudged_call(self, request: dict[str, Any], nudge: list[Any]) -> dict[str, Any]:
+        try:
+            args = self._loading.nudged(request["args"], nudge)
+        except MemoryError:  # the copy is ours, not the student's: say so, keep serving
+            error = (f"{request['function']} could not be called on a perturbed copy of its "
+                     f"inputs: the copy did not fit in the memory limit of "
+                     f"{self._config['memory_mb']} MB")
+            return {"ok": False, "value": None, "error": error, "seconds": 0.0,
+                    "function": request["function"]}
+        return self._call(request, args, request.get("kwargs") or {})
 
     def _hint(self, error: Any) -> Any:
         return _with_hint(error, self._confined)
@@ -742,8 +776,13 @@ class _Server:
             what = reply.get("function", "the submission")
             why = f": {exc}" if isinstance(exc, wire.WireError) else f" ({type(exc).__name__})"
             error = f"{what} returned a value that could not be sent back{why}"
+            if isinstance(exc, MemoryError):
+                error += f": its encoding did not fit in the memory limit of {self._config['memory_mb']} MB"
             data = wire.encode({"ok": False, "error": error, "dropped": self._budget.dropped})
-        self._sock.sendall(FRAME.pack(len(data)) + data)
+        # Header and body apart: joining them copies the body, and a large gradient's copy
+        # could cross the memory limit after the student's code had returned.
+        self._sock.sendall(FRAME.pack(len(data)))
+        self._sock.sendall(data)
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:

@@ -311,6 +311,10 @@ class _InputsKind(_Kind):
         """The arrays differentiated, by name."""
         return {name: case.inputs[name] for name in self.wrt}  # type: ignore[union-attr]
 
+    def position(self, name: str) -> tuple[int, str | None]:
+        """Where input ``name`` is among :meth:`arguments`: (position, None)."""
+        return list(self.inputs).index(name), None
+
     def arguments(self, case: Case, values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
         """The student's inputs, positionally, in declaration order (fresh copies), with
         ``values`` in place of some of them (a perturbed input)."""
@@ -448,13 +452,34 @@ class Network(_InputsKind):
         super().__post_init__()
 
     @classmethod
-    def document(cls, name: str) -> Network:
-        """One of the six reference networks of :mod:`gradcheck.networks`."""
+    def document(cls, name: str, sizes: Sequence[Mapping[str, Any]] = (), **options: Any) -> Network:
+        """One of the six reference networks of :mod:`gradcheck.networks`.
+
+        ``sizes`` (cycled over the hidden examples) replaces the network's own: for ``mlp``,
+        ``{"widths": (784, 256, 128, 10), "activations": ("relu", "relu", "sigmoid"),
+        "loss": "squared", "m": 64}`` (``m``, the batch size, is optional); for
+        ``binary_classifier``, ``{"hidden": 16}``. Other options (``hidden_count``,
+        ``rubric``...) are those of every assignment.
+        """
         from . import networks
 
         net = networks.get(name)
+        # A wrong size is the instructor's error: say so when the course loads. The rubric
+        # gives each parameter its share, so every example must have the same parameters.
+        names = {tuple(net.param_shapes(**{k: v for k, v in c.items() if k != "m"})) for c in sizes}
+        if len(names) > 1:
+            raise InvalidArgument(f"{name}: the sizes give different parameters "
+                                  f"({' / '.join(', '.join(n) for n in sorted(names))}); every "
+                                  "example of an assignment needs the same depth")
+        loss = net.architecture(**{k: v for k, v in sizes[0].items() if k != "m"}).loss \
+            if sizes else net.default.loss
         return cls(name=name, title=net.title, notation=net.notation, reference=net,
-                   loss=net.default.loss)
+                   loss=loss, sizes=tuple(MappingProxyType(dict(c)) for c in sizes), **options)
+
+    def param_names(self) -> list[str]:
+        """The parameters of a document network with this assignment's first sizes."""
+        first = {k: v for k, v in (self.sizes[0] if self.sizes else {}).items() if k != "m"}
+        return list(self.reference.param_shapes(**first))
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -465,7 +490,7 @@ class Network(_InputsKind):
             return tuple(replace(case, lr=self.lr) for case in super().cases(seed, hidden))
         count = self.hidden_count if self.hidden_count is not None else hidden
         return tuple(_document_case(label, example)
-                     for label, example in self.reference.grading_examples(seed, count))
+                     for label, example in self.reference.grading_examples(seed, count, self.sizes))
 
     def split(self, case: Case) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
         """Fresh (x, y, params, fprop's keyword options) of a case."""
@@ -479,6 +504,10 @@ class Network(_InputsKind):
         if case.detail is not None:
             return case.inputs["params"]
         return {name: case.inputs[name] for name in self.params}
+
+    def position(self, name: str) -> tuple[int, str | None]:
+        """Parameter ``name`` is an entry of fprop's third argument."""
+        return 2, name
 
     def forward_call(self, case: Case) -> Call:
         x, y, params, options = self.split(case)

@@ -33,7 +33,7 @@ from .evaluation import (
 from .fast import run_fast_check
 from .gradient_report import GradientReport, format_report
 from .kinks import bracket, noise_tolerance
-from .sampling import default_sample, restrict_to_entries, sampling_notes
+from .sampling import default_sample, on_entries, restrict_to_entries, sampling_notes
 from .tolerances import Tolerance
 
 __all__ = [
@@ -197,8 +197,7 @@ def run_check(calls: LossCalls, backprop: Callable[[object], object], params: Pa
     if entries:
         reports = restrict_to_entries(reports, analytic, numerical, entries, noisy, brackets)
         warnings = (*warnings, *sampling_notes(entries, params))
-
-    reports = annotate(reports, analytic, numerical)
+    reports = annotate(reports, *on_entries(analytic, numerical, entries), tolerance=noisy)
     return GradientReport(reports, problems=(*problems, *returned, *later), warnings=warnings,
                           loss=loss, tolerance=noisy, evaluations=calls.count, **settings)
 

@@ -60,6 +60,7 @@ import numpy as np
 
 from .comparison import ParameterReport, compare_gradients, compare_parameter, structural_problem
 from .differentiation import central_differences, validate_params
+from .diagnosis import annotate
 from .errors import InvalidArgument
 from .evaluation import CheckOptions, LossCalls, StudentError, copy_arrays, first_pass, not_reproducible
 from .gradient_report import GradientReport
@@ -213,6 +214,7 @@ def run_fast_check(calls: LossCalls, backprop: Callable[[object], object],
         return GradientReport((), problems=(*problems, f"while differentiating numerically: {error}"),
                               loss=loss, tolerance=noisy, evaluations=calls.count, **settings)
     later, _ = options.mutations(params, work, calls.who)
+    reports = _diagnosed(reports, analytic, noisy)
     reports += [_unexpected(key, params, options.backward) for key in analytic if key not in params]
     note = (f"fast check: {probes} random directional derivatives per parameter (seed {options.seed}); "
             "a failing parameter is then checked entry by entry")
@@ -355,6 +357,23 @@ def _localise(prober: _Prober, key: str, value: object, gradient: np.ndarray,
                    extras={**report.extras, "probes": results})
 
 
+def _diagnosed(reports: list[ParameterReport], analytic: Mapping[str, object],
+               tolerance: Tolerance) -> list[ParameterReport]:
+    """Failing parameters with the likely cause, read off the entries checked one by one."""
+    analytic_part, numerical_part = {}, {}
+    for report in reports:
+        checked = report.extras.get("entries")
+        if isinstance(checked, tuple):
+            indices, numerical = checked
+            analytic_part[report.name] = np.asarray(analytic[report.name], dtype=np.float64).reshape(-1)[indices]
+            numerical_part[report.name] = numerical
+    if not analytic_part:
+        return reports
+    named = {r.name: r for r in annotate(tuple(r for r in reports if r.name in analytic_part),
+                                         analytic_part, numerical_part, tolerance=tolerance)}
+    return [named.get(r.name, r) for r in reports]
+
+
 def _bisect(prober: _Prober, key: str, gradient: np.ndarray, probe: Probe) -> int:
     # The discrepancy u.(g_a - g) over a range is the sum of those over its halves: measure
     # one half (2 calls), deduce the other, follow the larger. 2 log2(size) calls in all.
@@ -377,8 +396,13 @@ def _entries_report(prober: _Prober, key: str, value: object, entries: Iterable[
     samples = central_differences(lambda _: prober.calls.loss(prober.work), {key: array},
                                   prober.tolerance.eps, {key: indices})
     if indices.size == array.size:
-        return compare_parameter(key, value, samples.gradient[key], prober.tolerance)
-    return compare_sampled(key, value, samples.gradient[key], indices, prober.tolerance)
+        report = compare_parameter(key, value, samples.gradient[key], prober.tolerance)
+    else:
+        report = compare_sampled(key, value, samples.gradient[key], indices, prober.tolerance)
+    # The entries differentiated, for the diagnosis of a failing parameter (_diagnosed).
+    numerical = samples.gradient[key].reshape(-1)[indices]
+    return replace(report, extras={**report.extras, "entries": (indices, numerical)}) \
+        if report.mismatched else report
 
 
 def _unexpected(key: object, params: Mapping[str, np.ndarray], what: str = "bprop") -> ParameterReport:

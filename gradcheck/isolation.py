@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import wire
-from gradcheck._child import CONNECTION_LOST, FRAME, monitor_kind
+from gradcheck._child import CONNECTION_LOST, FRAME, OUT_OF_MEMORY, monitor_kind
 from gradcheck.confinement import Isolation, Layers, scrubbed_environment
 from gradcheck.wire import Ref
 
@@ -258,6 +258,23 @@ class Sandbox:
         total = self.limits.call_timeout if timeout is None else timeout
         return self._run(function, request, len(arg_sets), total, each=each)
 
+    def call_nudged(
+        self, function: str, args: tuple[Any, ...], nudges: list[tuple[int, str | None, int, float]],
+        *, pick: str | int | None = None, kwargs: dict[str, Any] | None = None,
+    ) -> list[CallResult]:
+        """Call a function once per nudge, on a fresh copy of ``args`` with one entry changed.
+
+        The finite differences of a large input: ``args`` cross the boundary once, not once
+        per call (2P copies of a million-entry network would not fit in any memory). A nudge
+        ``(position, key, flat_index, value)`` sets ``args[position][key].flat[flat_index]``
+        (``args[position]`` when key is None) to ``value``.
+        """
+        if not nudges:
+            return []
+        request = {"op": "call_nudged", "function": function, "args": list(args),
+                   "nudges": [list(n) for n in nudges], "pick": pick, "kwargs": dict(kwargs or {})}
+        return self._run(function, request, len(nudges), self.limits.call_timeout)
+
     def start(self) -> None:
         """Start the child without loading anything, so that its start-up overlaps other work.
 
@@ -407,6 +424,10 @@ class _Failure:
         if self.kind == "exit" and self.detail == CONNECTION_LOST:
             return (f"process lost its connection to the grader {self.during}: it closed file "
                     "descriptors it did not open (only close what your code opened)")
+        if self.kind == "exit" and self.detail == OUT_OF_MEMORY:
+            return (f"process ran out of its memory limit of {limits.memory_mb} MB {self.during}, "
+                    "while receiving its inputs or sending back its value (the arrays were "
+                    "too large for the limit)")
         if self.kind == "exit":
             return f"process exited with status {self.detail} {self.during}"
         if self.kind == "processes":
@@ -487,7 +508,8 @@ class _Child:
         deadline = time.monotonic() + timeout
         try:
             data = wire.encode(request, strict=True, max_bytes=1 << 62)
-            self.msg.sendall(FRAME.pack(len(data)) + data)
+            self.msg.sendall(FRAME.pack(len(data)))  # apart: joining them copies the body
+            self.msg.sendall(data)
         except OSError:
             return [], self._death(during)
         replies: list[dict[str, Any]] = []

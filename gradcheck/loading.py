@@ -264,6 +264,21 @@ def _resolve(value: Any, store: Mapping[str, Any]) -> Any:
     return value
 
 
+def nudged(args: list[Any], nudge: list[Any]) -> tuple[Any, ...]:
+    """A fresh copy of ``args`` with one array entry set: ``(position, key, index, value)``.
+
+    The grader's finite differences of a large input send the input once and these nudges;
+    each call gets its own copy, because the student's code may change its inputs in place.
+    """
+    import copy
+
+    position, key, index, value = nudge
+    fresh = copy.deepcopy(args)
+    target = fresh[position] if key is None else fresh[position][key]
+    target.flat[index] = value
+    return tuple(fresh)
+
+
 def _not_defined(namespace: Mapping[str, Any], function: str) -> str:
     root = namespace.get(_UNDEFINED, {}).get(function)
     if root is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -194,23 +194,27 @@ class Network:
             layout=architecture.layout,
         )
 
-    def grading_examples(self, seed: int, count: int = 3) -> list[tuple[str, Example]]:
+    def grading_examples(self, seed: int, count: int = 3,
+                         sizes: Sequence[Mapping[str, object]] = ()) -> list[tuple[str, Example]]:
         """The worked example(s) and ``count`` hidden ones, the same for every student.
 
         Batch sizes are above 1 and differ from every layer width, and hidden layers differ
-        from the input width, so no matrix in the check is square by accident.
+        from the input width, so no matrix in the check is square by accident. ``sizes``
+        (cycled) replaces the built-in sizes of the hidden examples: a course's mlp with
+        ``{"widths": (784, 256, 10), "activations": ("relu", "sigmoid"), "m": 64}``.
         """
         labelled = [("the document's worked example" if i == 0 else f"worked example {i + 1}", ex)
                     for i, ex in enumerate(self.worked_examples)]
         index = NAMES.index(self.name) if self.name in NAMES else 99
         for k in range(count):
             rng = np.random.default_rng([seed, index, k])
-            sizes = self._hidden_sizes(k)
-            widths = self.architecture(**sizes).widths
+            config = dict(sizes[k % len(sizes)]) if sizes else self._hidden_sizes(k)
+            batch = config.pop("m", None)
+            widths = self.architecture(**config).widths
             candidates = [m for m in range(3, 16) if m not in widths]
-            m = candidates[k % len(candidates)]
+            m = int(batch) if batch is not None else candidates[k % len(candidates)]  # type: ignore[call-overload]
             labelled.append((f"hidden example {k + 1} (batch of {m})",
-                             self.random_example(rng, m, lr=0.1, **sizes)))
+                             self.random_example(rng, m, lr=0.1, **config)))
         return labelled
 
     def _hidden_sizes(self, k: int) -> dict[str, object]:

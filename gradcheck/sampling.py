@@ -22,6 +22,7 @@ __all__ = [
     "AUTO_SAMPLE_SIZE",
     "compare_sampled",
     "default_sample",
+    "on_entries",
     "restrict_to_entries",
     "sample_entries",
     "sampling_notes",
@@ -118,3 +119,22 @@ def sampling_notes(entries: Mapping[str, np.ndarray], params: Mapping[str, np.nd
     """One note per sampled parameter: how many entries were checked out of how many."""
     return tuple(f"{key}: {len(sample)} of {params[key].size} entries checked (a seeded sample)"
                  for key, sample in entries.items())
+
+
+def on_entries(analytic: object, numerical: Mapping[str, np.ndarray],
+               entries: Mapping[str, np.ndarray]) -> tuple[object, dict[str, np.ndarray]]:
+    """Both gradients of each sampled parameter on its sampled entries only, the others whole.
+
+    What a diagnosis can read: off the sample the numerical gradient is NaN, and a factor
+    or a sign over NaN is NaN ("no simple pattern"). A gradient of the wrong shape is left
+    whole, for the diagnosis to name its shape.
+    """
+    if not isinstance(analytic, Mapping):
+        return analytic, dict(numerical)
+    mine, theirs = dict(analytic), dict(numerical)
+    for key, sample in entries.items():
+        value = analytic.get(key)
+        if key in theirs and np.shape(value) == theirs[key].shape:
+            mine[key] = np.asarray(value, dtype=np.float64).reshape(-1)[sample]
+            theirs[key] = theirs[key].reshape(-1)[sample]
+    return mine, theirs

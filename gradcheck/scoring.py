@@ -50,6 +50,7 @@ from .diagnosis import (Diagnosis, annotate, diagnose_batch_sizes, diagnose_grad
 from .diagnosis.sentences import consistent_with_own_fprop, mutates_inputs
 from .differentiation import central_differences
 from .results import AssignmentResult, CheckResult
+from .sampling import restrict_to_entries
 
 if TYPE_CHECKING:
     from .courses import Course
@@ -220,6 +221,14 @@ class LocalBox:
                   each: bool = False) -> list[Any]:
         return [self.call(function, *args, pick=pick, **dict(kwargs or {})) for args in arg_sets]
 
+    def call_nudged(self, function: str, args: tuple[Any, ...], nudges: list[Any], *,
+                    pick: str | int | None = None, kwargs: Mapping[str, Any] | None = None
+                    ) -> list[Any]:
+        from .loading import nudged
+
+        return self.call_many(function, [nudged(list(args), list(n)) for n in nudges],
+                              pick=pick, kwargs=kwargs)
+
 
 _REFERENCES: dict[tuple[str, str, int, int], tuple[_Reference, ...]] = {}
 
@@ -270,6 +279,8 @@ def _dout(assignment: Assignment, case: Case, out: Any) -> np.ndarray | None:
 class _Run:
     reference: _Reference
     forward_error: str | None = None
+    forward_seconds: float = 0.0
+    """How long the student's forward call took: what finite differences of it will cost."""
     forward: Any = None
     """The student's loss (float) or output (array), when usable."""
     backward_error: str | None = None
@@ -310,6 +321,7 @@ def _run(box: Any, assignment: Assignment, ref: _Reference, *, probe: bool = Fal
     run = _Run(ref)
     case = ref.case
     result = _call(box, assignment.forward_call(case))
+    run.forward_seconds = float(result.seconds or 0.0)
     if not result.ok:
         run.forward_error = result.error
         run.backward_error = f"{_backward_name(assignment)} was not called because " \
@@ -445,35 +457,42 @@ def _check_consistency(box: Any, assignment: Assignment, runs: Sequence[_Run]) -
     # Only a forward pass that is wrong somewhere earns credit for a backward pass consistent
     # with it: one right on every case, with another slope, is flat (or faked) just around
     # the graded points (returning the same loss for every nearby call made a bprop of zeros
-    # "consistent": half of every gradient's share for nothing).
+    # "consistent": half of every gradient's share for nothing). A gradient earns that share
+    # only when consistent on every case where it is wrong: once inconsistent on one, a large
+    # one is not differentiated again (it would cost half the call time limit per case).
     wrong_forward = any(run.forward_error for run in runs)
+    settled: set[str] = set()
     for run in runs:
-        if (wrong_forward and any(not r.ok for r in run.gradients)
-                and isinstance(run.gradients_value, Mapping)):
-            run.consistent, run.numerical_own = _consistent_with_own_forward(box, assignment, run)
+        wrong = {r.name for r in run.gradients if not r.ok}
+        if wrong_forward and wrong - settled and isinstance(run.gradients_value, Mapping):
+            run.consistent, run.numerical_own = _consistent_with_own_forward(
+                box, assignment, run, settled)
+            settled |= {name for name in wrong if not run.consistent.get(name, False)}
         _annotate(assignment, run)
 
 
-def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
+def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run,
+                                 settled: set[str] = frozenset()  # type: ignore[assignment]
                                  ) -> tuple[dict[str, bool], dict[str, np.ndarray] | None]:
     """Per gradient: does it match finite differences of the student's own objective?
 
-    The perturbed forward calls run in the child, in one round trip; the differences are
-    taken here. Returns the verdict and the numerical gradient (None when the student's
-    forward pass fails on a perturbed input).
+    The perturbed forward calls run in the child, in one round trip that sends the inputs
+    once and one changed entry per call; the differences are taken here. A large parameter
+    is differentiated on a sample (:func:`_own_entries`). Returns the verdict and the
+    numerical gradient (NaN off the sample; None when the student's forward pass fails on
+    a perturbed input).
     """
     case = run.case
     values = {k: np.array(v, dtype=np.float64) for k, v in assignment.values(case).items()}
-    calls: list[Call] = []
-
-    def record(perturbed: Mapping[str, np.ndarray]) -> float:
-        calls.append(assignment.perturbed_call(case, {k: v.copy() for k, v in perturbed.items()}))
-        return 0.0
-
-    central_differences(record, values, CONSISTENCY_TOLERANCE.eps)
-    first = calls[0]
-    results = iter(box.call_many(first.function, [c.args for c in calls], pick=first.pick,
-                                 kwargs=dict(first.kwargs)))
+    base = assignment.perturbed_call(case, values)  # every input, the differentiated or not
+    entries = _own_entries(values, run, _own_budget(box, run), settled)
+    values = {k: v for k, v in values.items() if k not in entries or entries[k].size}
+    eps = CONSISTENCY_TOLERANCE.eps
+    nudges = [(*assignment.position(key), int(i), float(v[i]) + sign * eps)
+              for key, v in ((k, a.reshape(-1)) for k, a in values.items())
+              for i in (entries[key] if key in entries else range(v.size)) for sign in (1.0, -1.0)]
+    results = iter(box.call_nudged(base.function, base.args, nudges, pick=base.pick,
+                                   kwargs=dict(base.kwargs)))
 
     def replay(_: Mapping[str, np.ndarray]) -> float:
         result = next(results)
@@ -487,11 +506,67 @@ def _consistent_with_own_forward(box: Any, assignment: Assignment, run: _Run
         return scalar_loss(value)
 
     try:
-        numerical = central_differences(replay, values, CONSISTENCY_TOLERANCE.eps).gradient
+        numerical = central_differences(replay, values, eps, entries).gradient
     except (ValueError, StopIteration, StudentError, TypeError):
         return {}, None
-    reports, _ = compare_gradients(run.gradients_value, numerical, CONSISTENCY_TOLERANCE)
+    answered = {k: v for k, v in run.gradients_value.items() if k in numerical}
+    reports, _ = compare_gradients(answered, numerical, CONSISTENCY_TOLERANCE)
+    reports = restrict_to_entries(reports, answered, numerical, entries, CONSISTENCY_TOLERANCE)
     return {r.name: r.ok for r in reports}, numerical
+
+
+# Finite differences of the student's own forward pass cost 2 forward calls per entry, in the
+# call time limit: a parameter larger than this is differentiated on this many entries, or
+# fewer when the forward pass is slow (but never fewer than _OWN_MINIMUM). Half of them are
+# the entries farthest from the reference, where an inconsistent bug shows; a few dozen
+# decide the verdict, and every one costs two forward passes of every buggy student.
+OWN_SAMPLE = 60
+_OWN_MINIMUM = 10
+
+
+def _own_budget(box: Any, run: _Run) -> int | None:
+    """Entries the differences may take: a quarter of the call time limit at 2 forward calls each.
+
+    None when there is no limit (the reference's box, the plugin's in-process debugging).
+    """
+    limit = getattr(getattr(box, "limits", None), "call_timeout", None)
+    if limit is None:
+        return None
+    return int(0.25 * limit / (2 * max(run.forward_seconds, 1e-5)))
+
+
+def _own_entries(values: Mapping[str, np.ndarray], run: _Run, budget: int | None = None,
+                 settled: set[str] = frozenset()  # type: ignore[assignment]
+                 ) -> dict[str, np.ndarray]:
+    """Flat indices to differentiate, for the parameters too large to differentiate whole.
+
+    A gradient that matched the reference needs no verdict (an empty sample) once the
+    parameters are large. A wrong one is sampled where it is wrong: its entries farthest
+    from the reference first (a bug in a few entries is never sampled away, so it cannot
+    earn the consistency share), then seeded random entries. ``budget`` (entries in all)
+    shrinks the sample of every parameter when the forward pass is slow; ``settled``
+    gradients, found inconsistent on an earlier case, are left out of a large problem.
+    """
+    small = sum(v.size for v in values.values()) <= OWN_SAMPLE
+    wrong = [k for k in values if (_report(run, k) is None or not _report(run, k).ok)
+             and (small or k not in settled)]
+    size = OWN_SAMPLE if budget is None else max(
+        _OWN_MINIMUM, min(OWN_SAMPLE, budget // max(len(wrong), 1)))
+    small = small and sum(v.size for v in values.values()) <= size
+    chosen = {}
+    for position, (key, value) in enumerate(values.items()):
+        if value.size <= size and (small or key in wrong):
+            continue
+        mine = run.gradients_value.get(key)
+        if key not in wrong or np.shape(mine) != value.shape:
+            chosen[key] = np.zeros(0, dtype=np.intp)
+            continue
+        error = np.abs(np.asarray(mine, dtype=np.float64) - run.reference.gradients[key]).reshape(-1)
+        worst = np.argsort(-error, kind="stable")[: size // 2]
+        rng = np.random.default_rng([zlib.crc32(run.label.encode()), position])
+        others = rng.permutation(np.setdiff1d(np.arange(value.size), worst))
+        chosen[key] = np.sort(np.concatenate([worst, others[: size - worst.size]]))
+    return chosen
 
 
 # -- repeated calls: inputs changed in place, state between calls (networks) ------------------------
@@ -628,7 +703,7 @@ def _gradient_names(assignment: Assignment, runs: Sequence[_Run] = ()) -> list[s
     if runs:
         return list(runs[0].reference.gradients)
     if isinstance(assignment, Network) and assignment.reference is not None:
-        return list(assignment.reference.param_shapes())
+        return assignment.param_names()
     return list(assignment.wrt)
 
 
@@ -786,11 +861,22 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
     forward, backward = assignment.functions[0], _backward_name(assignment)
     who = (f"your d{param} is the gradient of the loss your {forward} computes"
            if forward == backward else f"your {backward} is consistent with your {forward}")
-    sentence = f"{who}: {own.sentence}"
+    sentence = f"{who}: {own.sentence}{_own_sample_note(run, param)}"
     simpler = run.simpler.get(param)
     if simpler is not None and simpler.recognised and simpler.cause != own.cause:
         sentence += f" The numbers also show a simpler pattern: {simpler.sentence}"
     return sentence
+
+
+def _own_sample_note(run: _Run, param: str) -> str:
+    """What the consistency verdict of a sampled parameter rests on, else ""."""
+    own = (run.numerical_own or {}).get(param)
+    checked = int(np.isfinite(own).sum()) if own is not None else 0
+    if own is None or checked == own.size:
+        return ""
+    return (f" Checked with finite differences of your forward pass on {checked} of "
+            f"{own.size} entries of d{param} (those farthest from the reference, then a seeded "
+            "sample).")
 
 
 def _batch_diagnosis(assignment: Assignment, param: str, one: _Run, many: _Run) -> Diagnosis | None:

@@ -1,6 +1,7 @@
 """check_gradients: passes every correct solution, flags and names each classic bug."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -198,3 +199,33 @@ def test_norm_difference_is_the_course_notebook_figure():
     a, n = np.array([1.0, 2.0]), np.array([1.0, 2.2])
     assert norm_difference(a, n) == pytest.approx(0.2 / (np.sqrt(5) + np.sqrt(1 + 4.84)))
     assert norm_difference(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def _affine(x, w, b):
+    return x @ w + b, (x, w)
+
+
+def _affine_backward_mean(dout, cache):
+    x, w = cache
+    return dout @ w.T, x.T @ dout / x.shape[0], dout.sum(0)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_sampled_parameter_is_diagnosed_on_its_sample(dtype, mode) -> None:
+    # w has 12,000 entries: the full check samples 1,000, and the numerical gradient is NaN
+    # elsewhere; the diagnosis read the NaN ("no simple pattern, alpha = nan"). The fast
+    # check checks 101 entries of a failing parameter and gave no cause at all.
+    from gradcheck import check_layer
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 120)).astype(dtype)
+    w = (rng.standard_normal((120, 100)) * 0.05).astype(dtype)
+    b = np.zeros(100, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float32's accuracy warning
+        report = check_layer(_affine, _affine_backward_mean, (x, w, b), mode=mode)
+    assert not report.ok and report["w"].extras["checked"] == (1000 if mode == "full" else 101)
+    hint = report["w"].hint
+    assert "scaled by 0.0625" in hint and "nan" not in hint and "no simple pattern" not in hint
+    assert "on 0% of entries" not in hint

@@ -265,3 +265,14 @@ def test_kernel_mode_grades_a_notebook_in_a_real_jupyter_kernel(tmp_path):
     assert result.returncode == 0, result.stderr
     assert grades(tmp_path / "out")["bob"]["two_hidden"] == "10"
     assert "training_data.csv" in (tmp_path / "out" / "bob" / "feedback.md").read_text()
+
+
+def test_the_progress_bar_says_the_time_elapsed_and_left(tmp_path: Path) -> None:
+    # On a terminal (TTY_COMPATIBLE stands for one): a large class grades for minutes.
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "NO_COLOR": "1", "COLUMNS": "160"}
+    result = subprocess.run([sys.executable, str(GRADER), str(EXAMPLES), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    final = [line for line in result.stdout.replace("\r", "\n").splitlines() if "6/6" in line]
+    assert final and "elapsed," in final[-1] and "left" in final[-1], result.stdout[-2000:]

@@ -458,3 +458,57 @@ def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down(st
             assert sandbox.call("fprop", np.ones(3), np.zeros(2), {"W": np.ones((2, 3))}, pick="loss").ok
     finally:
         subprocess.run(["rm", "-rf", str(student.parent / "d")], check=True)  # rmtree recurses too
+
+
+BIG_VALUE = '''
+import numpy as np
+
+def headroom():
+    # The largest block that still fits in the address-space limit, in MB.
+    low, high = 0, 1 << 16
+    while high - low > 1:
+        mid = (low + high) // 2
+        try:
+            np.empty(mid << 20, dtype=np.uint8)
+            low = mid
+        except MemoryError:
+            high = mid
+    return low
+
+def big(megabytes):
+    return np.ones(megabytes << 17)
+'''
+
+
+def test_a_value_too_large_to_encode_names_the_memory_limit(tmp_path: Path) -> None:
+    # A large gradient returned fine but its encoding crossed the limit: the message said
+    # only "(MemoryError)", or "process exited with status 0" when the copy that joined the
+    # header to the body was the one that failed (a 1.8M-parameter bprop at --memory 250).
+    student = tmp_path / "big.py"
+    student.write_text(BIG_VALUE)
+    limits = Limits(call_timeout=10.0, memory_mb=600)
+    with Sandbox(student, limits=limits) as box:
+        room = box.call("headroom").value
+    with Sandbox(student, limits=limits) as box:
+        fits = box.call("big", int(room / 6))
+        too_big = box.call("big", int(room / 2.2))
+    assert fits.ok and fits.value.size == int(room / 6) << 17
+    assert not too_big.ok
+    assert "big returned a value that could not be sent back (MemoryError)" in too_big.error
+    assert "did not fit in the memory limit of 600 MB" in too_big.error
+
+
+def test_inputs_too_large_for_the_child_name_the_memory_limit(tmp_path: Path) -> None:
+    # Receiving the request is the child's own code: its MemoryError ended the child with
+    # "process exited with status 0 during first".
+    student = tmp_path / "big.py"
+    student.write_text(BIG_VALUE + "\ndef first(a):\n    return float(a[0])\n")
+    limits = Limits(call_timeout=10.0, memory_mb=600)
+    with Sandbox(student, limits=limits) as box:
+        room = box.call("headroom").value
+    with Sandbox(student, limits=limits) as box:
+        result = box.call("first", np.zeros(int(room / 1.5) << 17))
+        again = box.call("first", np.ones(3))
+    assert not result.ok
+    assert result.error.startswith("process ran out of its memory limit of 600 MB during first")
+    assert again.ok and again.value == 1.0  # a fresh child for the next call

@@ -400,7 +400,7 @@ def fit(a: np.ndarray, r: np.ndarray, tolerance: Tolerance | None = None) -> dic
 
     ``consistency`` is the fraction of entries (where r is not negligible) whose own ratio
     a / r is within rtol of alpha: 1.0 for a clean factor, low for a factor that only holds
-    on average.
+    on average; absent when no entry is above the noise floor.
 
     Example:
         >>> import numpy as np
@@ -417,8 +417,10 @@ def fit(a: np.ndarray, r: np.ndarray, tolerance: Tolerance | None = None) -> dic
     visible = np.abs(r) > tolerance.atol / tolerance.rtol
     ratios = a[visible] / r[visible]
     held = np.abs(ratios - alpha) <= 10 * tolerance.rtol * abs(alpha) + tolerance.atol
-    consistency = float(held.mean()) if ratios.size else 0.0
-    return {"alpha": round(alpha, 12), "cosine": round(cosine, 12), "consistency": consistency}
+    found = {"alpha": round(alpha, 12), "cosine": round(cosine, 12)}
+    if ratios.size:  # no entry above the noise floor (float32): nothing to say how it holds
+        found["consistency"] = float(held.mean())
+    return found
 
 
 def _pattern(

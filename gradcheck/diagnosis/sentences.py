@@ -511,6 +511,11 @@ _NETWORK_BATCH = {
 }
 
 
+def _held(evidence: Mapping[str, object]) -> str:
+    held = evidence.get("consistency")
+    return f", the same factor on {held:.0%} of entries" if isinstance(held, float) else ""
+
+
 def scaled(
     name: str, factor: Factor, evidence: Mapping[str, object], wording: Wording = NEUTRAL
 ) -> Diagnosis:
@@ -521,9 +526,8 @@ def scaled(
             name,
             "scaled",
             f"{g} points the {'right' if factor.value > 0 else 'opposite'} way and is scaled "
-            f"by {factor.value:.4g} ({_numbers(evidence)}, the same factor on "
-            f"{evidence.get('consistency', 0.0):.0%} of entries): look for a constant factor "
-            f"in its formula.",
+            f"by {factor.value:.4g} ({_numbers(evidence)}{_held(evidence)}): look for a "
+            f"constant factor in its formula.",
             evidence,
         )
     words = f"{g} is {_factor_words(factor, wording)}."
