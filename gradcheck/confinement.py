@@ -471,6 +471,21 @@ _NUMBERS = {
         105, 273, 106, 104, 294, 142, 224, 225, 280, 241, 219, 217, 218, 265, 264, 282, 425,
         426, 427, 170, 112, 266, 171, 161, 162, 89, 60, 116, 262, 198))),
 }
+# System V IPC and POSIX message queues: objects outside any folder (Landlock does not see
+# them) and outside the network namespace, shared by every process of the machine and left
+# behind by a process that exits, so a channel between students graded at once, or from one
+# run to the next (a segment one sandbox made with shmget was there for the next).
+_IPC = {
+    "x86_64": {"shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+               "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+               "semtimedop": 220, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+               "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245},
+    "aarch64": {"shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190,
+                "semop": 193, "semctl": 191, "msgget": 186, "msgsnd": 189, "msgrcv": 188,
+                "msgctl": 187, "semtimedop": 192, "mq_open": 180, "mq_unlink": 181,
+                "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
+                "mq_getsetattr": 185},
+}
 _X86_ONLY = {"iopl": 172, "ioperm": 173}
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
@@ -490,7 +505,7 @@ def _filter(kernel: bool) -> bytes:
     if machine not in _NUMBERS:
         raise OSError(errno.ENOSYS, f"no seccomp filter for {machine}")
     numbers = _NUMBERS[machine]
-    denied = sorted({numbers[n] for n in _DENIED_NAMES}
+    denied = sorted({numbers[n] for n in _DENIED_NAMES} | set(_IPC[machine].values())
                     | (set(_X86_ONLY.values()) if machine == "x86_64" else set()))
     # A Jupyter kernel binds TCP on 127.0.0.1 and lists the interfaces (netlink) first.
     families = (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK) if kernel else (_AF_UNIX,)

@@ -89,6 +89,15 @@ def new_namespace():
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return True
 
+def shared_memory():
+    # A System V segment outlives its process and is seen by every other: a channel between
+    # students, and something left behind.
+    segment = libc.shmget(0x67630001, 4096, 0o1600)
+    if segment < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    libc.shmctl(segment, 0, None)  # IPC_RMID: the test leaves nothing behind either
+    return True
+
 def environment():
     return dict(os.environ)
 
@@ -307,11 +316,11 @@ def test_the_network_namespace_has_no_network(student: Path, listener) -> None:
 # -- seccomp ------------------------------------------------------------------------------------
 
 
-def test_seccomp_stops_ptrace_memory_reads_namespaces_and_ip_sockets(student: Path, listener) -> None:
+def test_seccomp_stops_ptrace_memory_reads_namespaces_ipc_and_ip_sockets(student: Path, listener) -> None:
     needs("seccomp")
     tcp_port, udp_port, received = listener
     with Sandbox(student, isolation=ONLY_SECCOMP) as box:
-        for function in ("ptrace_parent", "read_parent_memory", "new_namespace"):
+        for function in ("ptrace_parent", "read_parent_memory", "new_namespace", "shared_memory"):
             ok, error = call(box, function)
             assert not ok and "Operation not permitted" in error, function
         for function, port in (("tcp", tcp_port), ("udp", udp_port)):

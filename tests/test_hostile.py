@@ -381,6 +381,11 @@ CASES.update({
     # Right loss at every point the grader asks about, the same loss for every call near one
     # already seen: a bprop of zeros was "consistent with your fprop", half of each share.
     "cheat_flat_fprop": (FLAT_NEAR_SEEN, ".py", 4, "dW1[0, 0]: yours 0, expected -0.013660123"),
+    # A System V segment outlived the run: a channel to any student graded at once or later.
+    "cheat_sysv_ipc": (wrap_fprop("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                  "if libc.shmget(0x67630003, 4096, 0o1666) < 0:\n"
+                                  "    raise OSError(ctypes.get_errno(), 'shmget failed')"), ".py", 2,
+                       "[Errno 1] shmget failed"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
