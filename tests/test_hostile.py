@@ -386,6 +386,12 @@ CASES.update({
                                   "if libc.shmget(0x67630003, 4096, 0o1666) < 0:\n"
                                   "    raise OSError(ctypes.get_errno(), 'shmget failed')"), ".py", 2,
                        "[Errno 1] shmget failed"),
+    # prlimit64 on a process of the same user was allowed: looping over the pids, a student set
+    # RLIMIT_NOFILE to 4 on every process of the grader's user, and the run died ("Too many
+    # open files"). Here only the parent (the monitor) is tried.
+    "cheat_prlimit_parent": (wrap_fprop("import os, resource\n"
+                                        "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (4, 4))"),
+                             ".py", 2, "Operation not permitted"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),
