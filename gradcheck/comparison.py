@@ -131,13 +131,17 @@ def compare_gradients(
         problems (e.g. bprop did not return a dict).
     """
     if not isinstance(analytic, Mapping):
+        # What came back, in the line the student reads: "a dict with a non-str key 1" says
+        # why a dict that holds every gradient is not one.
+        returned = f"{describe_value(analytic)}, not a dict of gradients"
         problem = (
             f"{what} returned {describe_value(analytic)}, not a dict of gradients; return "
             f"{{{', '.join(repr(k) for k in reference)}}} mapped to arrays"
         )
         reports = tuple(
             ParameterReport(name, "missing", expected_shape=r.shape, size=r.size, mismatched=r.size,
-                            max_relative_error=np.inf, message=f"{what} returned no gradient for {name}")
+                            max_relative_error=np.inf,
+                            message=f"{what} returned no gradient for {name}: it returned {returned}")
             for name, r in reference.items()
         )
         return reports, (problem,)

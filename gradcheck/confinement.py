@@ -471,6 +471,44 @@ _NUMBERS = {
         105, 273, 106, 104, 294, 142, 224, 225, 280, 241, 219, 217, 218, 265, 264, 282, 425,
         426, 427, 170, 112, 266, 171, 161, 162, 89, 60, 116, 262, 198))),
 }
+# System V IPC and POSIX message queues: objects outside any folder (Landlock does not see
+# them) and outside the network namespace, shared by every process of the machine and left
+# behind by a process that exits, so a channel between students graded at once, or from one
+# run to the next (a segment one sandbox made with shmget was there for the next).
+_IPC = {
+    "x86_64": {"shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+               "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+               "semtimedop": 220, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+               "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245},
+    "aarch64": {"shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190,
+                "semop": 193, "semctl": 191, "msgget": 186, "msgsnd": 189, "msgrcv": 188,
+                "msgctl": 187, "semtimedop": 192, "mq_open": 180, "mq_unlink": 181,
+                "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
+                "mq_getsetattr": 185},
+}
+# Calls on other processes that Landlock's scoping does not cover, allowed by the kernel for a
+# process of the same user: prlimit64 set RLIMIT_NOFILE to 4 on every process of the grader's
+# user (the grader stopped with "Too many open files"), setpriority and sched_* slow them.
+# They stay allowed on the calling process itself (0), which is what libraries ask for.
+_OWN_PROCESS_ONLY = {
+    "x86_64": {"prlimit64": 302, "setpriority": 141, "sched_setscheduler": 144,
+               "sched_setparam": 142, "sched_setattr": 314, "sched_setaffinity": 203,
+               "ioprio_set": 251},
+    "aarch64": {"prlimit64": 261, "setpriority": 140, "sched_setscheduler": 119,
+                "sched_setparam": 118, "sched_setattr": 274, "sched_setaffinity": 122,
+                "ioprio_set": 30},
+}
+# (argument index, required value): pid 0; setpriority(PRIO_PROCESS, 0) and
+# ioprio_set(IOPRIO_WHO_PROCESS, 0), as "who" 0 with another "which" means the group or user.
+_OWN_ARGUMENTS = {
+    "prlimit64": ((0, 0),), "sched_setscheduler": ((0, 0),), "sched_setparam": ((0, 0),),
+    "sched_setattr": ((0, 0),), "sched_setaffinity": ((0, 0),),
+    "setpriority": ((0, 0), (1, 0)), "ioprio_set": ((0, 1), (1, 0)),
+}
+_OTHER_PROCESSES = {
+    "x86_64": {"process_madvise": 440, "migrate_pages": 256, "move_pages": 279},
+    "aarch64": {"process_madvise": 440, "migrate_pages": 238, "move_pages": 239},
+}
 _X86_ONLY = {"iopl": 172, "ioperm": 173}
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
@@ -490,33 +528,64 @@ def _filter(kernel: bool) -> bytes:
     if machine not in _NUMBERS:
         raise OSError(errno.ENOSYS, f"no seccomp filter for {machine}")
     numbers = _NUMBERS[machine]
-    denied = sorted({numbers[n] for n in _DENIED_NAMES}
+    denied = sorted({numbers[n] for n in _DENIED_NAMES} | set(_IPC[machine].values())
+                    | set(_OTHER_PROCESSES[machine].values())
                     | (set(_X86_ONLY.values()) if machine == "x86_64" else set()))
     # A Jupyter kernel binds TCP on 127.0.0.1 and lists the interfaces (netlink) first.
     families = (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK) if kernel else (_AF_UNIX,)
-    deny = _RET_ERRNO | errno.EPERM
-    # (code, jt, jf, k); jumps are relative. Layout: arch check, x32 check, denied numbers,
-    # socket -> its family checks, allow.
-    program: list[tuple[int, int, int, int]] = [
+    # (code, jt, jf, k) with jt/jf as labels, resolved to relative jumps below. Layout: arch
+    # check, x32 check, denied numbers, the calls allowed on this process only, socket -> its
+    # family checks, allow.
+    program: list[tuple[int, Any, Any, int]] = [
         (_BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
-        (_BPF_JEQ_K, 1, 0, _AUDIT_ARCH[machine]),
+        (_BPF_JEQ_K, "arch ok", 0, _AUDIT_ARCH[machine]),
         (_BPF_RET_K, 0, 0, _RET_KILL_PROCESS),
+        ("arch ok",),
         (_BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
     ]
     if machine == "x86_64":
-        program.append((_BPF_JGE_K, len(denied) + 2, 0, 0x40000000))  # x32 ABI: deny
-    for index, number in enumerate(denied):
-        program.append((_BPF_JEQ_K, len(denied) - index + 1, 0, number))
+        program.append((_BPF_JGE_K, "deny", 0, 0x40000000))  # x32 ABI: deny
+    program += [(_BPF_JEQ_K, "deny", 0, number) for number in denied]
+    # A Jupyter kernel's threads (ZeroMQ's) set their own scheduling through their thread
+    # ids, and abort when refused: --kernel keeps these calls (see docs/threat-model.md).
+    own = {} if kernel else _OWN_PROCESS_ONLY[machine]
+    program += [(_BPF_JEQ_K, f"own {name}", 0, number) for name, number in own.items()]
     program += [
-        (_BPF_JEQ_K, 2, 0, numbers["socket"]),
-        (_BPF_RET_K, 0, 0, _RET_ALLOW),
-        (_BPF_RET_K, 0, 0, deny),
+        (_BPF_JEQ_K, "socket", 0, numbers["socket"]),
+        (_BPF_JEQ_K, "allow", "allow", 0),  # an unconditional jump (BPF jumps only forward)
+        ("socket",),
         (_BPF_LD_W_ABS, 0, 0, 16),  # args[0] (low half): the socket's address family
     ]
-    for index, family in enumerate(families):
-        program.append((_BPF_JEQ_K, len(families) - index, 0, family))
-    program += [(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES), (_BPF_RET_K, 0, 0, _RET_ALLOW)]
-    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+    program += [(_BPF_JEQ_K, "allow", 0, family) for family in families]
+    program.append((_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES))
+    for name in own:
+        # Each argument that names a process (or its group, or its user) must be 0: this one.
+        program.append((f"own {name}",))
+        for argument, value in _OWN_ARGUMENTS[name]:
+            program += [(_BPF_LD_W_ABS, 0, 0, 16 + 8 * argument),  # its low half (an int)
+                        (_BPF_JEQ_K, 0, "deny", value)]
+        program.append((_BPF_JEQ_K, "allow", "allow", 0))
+    program += [("allow",), (_BPF_RET_K, 0, 0, _RET_ALLOW),
+                ("deny",), (_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EPERM)]
+    return _assemble(program)
+
+
+def _assemble(program: list[tuple[Any, ...]]) -> bytes:
+    """BPF bytes from instructions whose jump targets may be labels (1-tuples mark them)."""
+    labels: dict[str, int] = {}
+    instructions: list[tuple[Any, ...]] = []
+    for item in program:
+        if len(item) == 1:
+            labels[item[0]] = len(instructions)
+        else:
+            instructions.append(item)
+    out = []
+    for index, (code, jt, jf, k) in enumerate(instructions):
+        jumps = [labels[j] - index - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        if not all(0 <= j < 256 for j in jumps):
+            raise OSError(errno.E2BIG, "seccomp filter jump out of range")
+        out.append(struct.pack("=HBBI", code, jumps[0], jumps[1], k))
+    return b"".join(out)
 
 
 class _SockFprog(ctypes.Structure):

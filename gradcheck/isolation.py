@@ -929,9 +929,10 @@ def _folder_files(folder: Path) -> list[Path]:
     # which may be nested thousands of levels deep (os.walk raised RecursionError).
     from gradcheck.submissions import entries
 
-    # Symlinks are not followed: they could point anywhere on the grader's disk.
+    # Symlinks are not followed: they could point anywhere on the grader's disk; only regular
+    # files are copied (reading a FIFO or a device node would never end).
     listed = entries(folder, skip=_SKIPPED_DIRS | {".ipynb_checkpoints", ".DS_Store", "__MACOSX"})
-    return [path for path, kind in listed if kind == "file"][:_MAX_FILES]
+    return [path for path, kind in listed if kind == "file" and path.is_file()][:_MAX_FILES]
 
 
 def _chown_tree(root: Path, ids: tuple[int, int]) -> None:

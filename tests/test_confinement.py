@@ -89,6 +89,34 @@ def new_namespace():
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return True
 
+def shared_memory():
+    # A System V segment outlives its process and is seen by every other: a channel between
+    # students, and something left behind.
+    segment = libc.shmget(0x67630001, 4096, 0o1600)
+    if segment < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    libc.shmctl(segment, 0, None)  # IPC_RMID: the test leaves nothing behind either
+    return True
+
+def limit_parent():
+    # Same user, so the kernel allows it: RLIMIT_NOFILE 4 on the monitor (on every process of
+    # the user, when a student loops over the pids). Only the parent here: nothing else.
+    import resource
+    resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (4, 4))
+    return True
+
+def nice_parent():
+    os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)
+    return True
+
+def own_limits_and_niceness():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+    os.nice(1)
+    os.sched_setaffinity(0, os.sched_getaffinity(0))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft - 1
+
 def environment():
     return dict(os.environ)
 
@@ -307,13 +335,15 @@ def test_the_network_namespace_has_no_network(student: Path, listener) -> None:
 # -- seccomp ------------------------------------------------------------------------------------
 
 
-def test_seccomp_stops_ptrace_memory_reads_namespaces_and_ip_sockets(student: Path, listener) -> None:
+def test_seccomp_stops_ptrace_memory_reads_namespaces_ipc_other_processes_limits_and_ip_sockets(student: Path, listener) -> None:
     needs("seccomp")
     tcp_port, udp_port, received = listener
     with Sandbox(student, isolation=ONLY_SECCOMP) as box:
-        for function in ("ptrace_parent", "read_parent_memory", "new_namespace"):
+        for function in ("ptrace_parent", "read_parent_memory", "new_namespace", "shared_memory",
+                         "limit_parent", "nice_parent"):
             ok, error = call(box, function)
             assert not ok and "Operation not permitted" in error, function
+        assert call(box, "own_limits_and_niceness") == (True, "True")  # its own: still allowed
         for function, port in (("tcp", tcp_port), ("udp", udp_port)):
             ok, error = call(box, function, port)
             assert not ok and "Permission denied" in error, function

@@ -199,7 +199,11 @@ CASES: dict[str, tuple[str, str, float, str]] = {
     "nb_not_json": ("this is { not json", ".ipynb", 0, "not a valid Jupyter notebook"),
     "nb_no_code": (no_code_notebook(), ".ipynb", 0, "three_input.ipynb has no code cells"),
     "empty_file": ("", ".py", 0, "three_input.py is empty"),
-    "ret_list": (wrap_bprop("return [g['W1'], g['W2']]"), ".py", 4, "bprop returned no gradient for W1"),
+    "ret_list": (wrap_bprop("return [g['W1'], g['W2']]"), ".py", 4,
+                 "bprop returned no gradient for W1: it returned a list of 2 items, not a dict of gradients"),
+    # It read "bprop returned no gradient for W1", for a dict that held it.
+    "ret_int_key": (wrap_bprop("return {**g, 1: 2}"), ".py", 4,
+                    "bprop returned no gradient for W1: it returned a dict with a non-str key 1, not a dict"),
     "ret_missing_key": (wrap_bprop("return {'W1': g['W1']}"), ".py", 7, "bprop returned no key for 'W2'"),
     "ret_extra_key": (wrap_bprop("return {**g, 'b1': np.zeros(2)}"), ".py", 10, "all match"),
     "ret_misnamed_key": (wrap_bprop("return {'W1': g['W1'], 'w2': g['W2']}"), ".py", 7, "under the key 'w2'"),
@@ -377,6 +381,17 @@ CASES.update({
     # Right loss at every point the grader asks about, the same loss for every call near one
     # already seen: a bprop of zeros was "consistent with your fprop", half of each share.
     "cheat_flat_fprop": (FLAT_NEAR_SEEN, ".py", 4, "dW1[0, 0]: yours 0, expected -0.013660123"),
+    # A System V segment outlived the run: a channel to any student graded at once or later.
+    "cheat_sysv_ipc": (wrap_fprop("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                  "if libc.shmget(0x67630003, 4096, 0o1666) < 0:\n"
+                                  "    raise OSError(ctypes.get_errno(), 'shmget failed')"), ".py", 2,
+                       "[Errno 1] shmget failed"),
+    # prlimit64 on a process of the same user was allowed: looping over the pids, a student set
+    # RLIMIT_NOFILE to 4 on every process of the grader's user, and the run died ("Too many
+    # open files"). Here only the parent (the monitor) is tried.
+    "cheat_prlimit_parent": (wrap_fprop("import os, resource\n"
+                                        "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (4, 4))"),
+                             ".py", 2, "Operation not permitted"),
     # A data file sorted before the submission used up the snapshot's 50 MB: "missing".
     "crowded_folder": (SOLUTION, ".py", 10, "all match"),
     "nb_too_large": (SOLUTION, ".ipynb", 0, "three_input.ipynb is 51 MB, more than the 50 MB a submission may hold"),

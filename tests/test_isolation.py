@@ -442,7 +442,8 @@ def test_unknown_user_is_refused(student: Path) -> None:
         Sandbox(student, user="no-such-user-gradcheck")
 
 
-def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down(student: Path) -> None:
+def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down_and_a_fifo_not_at_all(
+        student: Path) -> None:
     # The plugin copies the student's own folder (the grader, its snapshot): os.walk recursed
     # and raised RecursionError, which no call survived.
     folder = os.open(student.parent, os.O_RDONLY)
@@ -452,6 +453,7 @@ def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down(st
         os.close(folder)
         folder = below
     os.close(folder)
+    os.mkfifo(student.parent / "pipe")  # only regular files are copied: reading it never ends
     try:
         with Sandbox(student, limits=FAST) as sandbox:
             assert sandbox.load().ok
