@@ -509,9 +509,12 @@ def _set_limits(config: dict[str, Any]) -> None:
     # already runs. Inside the monitor's own user namespace (Linux >= 5.14) that count is the
     # namespace's alone: the monitor and this child, so the limit is exact however many other
     # students the same user grades at once. Elsewhere it is system-wide and only a ceiling:
-    # the cgroup (root) or the monitor's polling enforces the exact per-sandbox limit.
-    uid = config.get("uid")
-    nproc = _count_user_processes(os.getuid() if uid is None else uid) + config["max_processes"]
+    # the cgroup (root) or the monitor's polling enforces the exact per-sandbox limit. The
+    # count holds this child already when it runs as that user: max_processes includes it,
+    # so a storm fails with EAGAIN at the limit, before the monitor's count can stop the child.
+    uid = os.getuid() if config.get("uid") is None else config["uid"]
+    itself = os.getuid() == uid
+    nproc = _count_user_processes(uid) + config["max_processes"] - itself
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 

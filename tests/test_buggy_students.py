@@ -137,7 +137,7 @@ LAYER_STUDENTS: dict[str, Student] = {
         '"b2": dscores.sum(axis=0)}',
         "return [x.T @ dh, dh.sum(axis=0), a.T @ dscores, dscores.sum(axis=0)]",
         {"bprop: W1": 1.5, "bprop: b1": 1.5, "bprop: W2": 1.5, "bprop: b2": 1.5},
-        ("bprop returned a list where db2 should be",), ("returned no gradient for",)),
+        ("bprop returned a list of 4 items where db2 should be",), ("returned no gradient for",)),
 }
 
 

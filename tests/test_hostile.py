@@ -203,7 +203,7 @@ CASES: dict[str, tuple[str, str, float, str]] = {
                  "bprop returned no gradient for W1: it returned a list of 2 items, not a dict of gradients"),
     # It read "bprop returned no gradient for W1", for a dict that held it.
     "ret_int_key": (wrap_bprop("return {**g, 1: 2}"), ".py", 4,
-                    "bprop returned no gradient for W1: it returned a dict with a non-str key 1, not a dict"),
+                    "bprop returned a dict with a non-str key 1, not a dict of gradients"),
     "ret_missing_key": (wrap_bprop("return {'W1': g['W1']}"), ".py", 7, "bprop returned no key for 'W2'"),
     "ret_extra_key": (wrap_bprop("return {**g, 'b1': np.zeros(2)}"), ".py", 10, "all match"),
     "ret_misnamed_key": (wrap_bprop("return {'W1': g['W1'], 'w2': g['W2']}"), ".py", 7, "under the key 'w2'"),

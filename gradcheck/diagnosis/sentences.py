@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ..comparison import describe_value
 from ..networks import Architecture
 from .backprop import Variant
 from .model import Diagnosis
@@ -138,7 +139,7 @@ def not_a_dict(name: str, value: object, wording: Wording = NEUTRAL) -> Diagnosi
     return make(
         name,
         "missing",
-        f"{wording.backward} returned a {type(value).__name__} where {g} should be: return {fix}.",
+        f"{wording.backward} returned {describe_value(value)} where {g} should be: return {fix}.",
     )
 
 
