@@ -189,6 +189,10 @@ class Sandbox:
     @property
     def output(self) -> str:
         """Head of everything the child printed (stdout and stderr), with a note of the rest."""
+        if self._child is not None:
+            # The child flushes before each reply: what it printed is in the pipe, but the
+            # drain thread may not have read it yet (a busy machine lost a student's prints).
+            self._child.drain.catch_up()
         return self._output.text()
 
     def load(self) -> LoadResult:
@@ -712,27 +716,46 @@ class _Drain:
         self.fd = fd
         self.sink = sink
         self._stop = threading.Event()
+        self._reading = threading.Lock()  # one reader at a time keeps the chunks in order
+        self._closed = False
+        os.set_blocking(fd, False)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
             readable, _, _ = select.select([self.fd], [], [], 0.1)
-            if not readable:
-                if self._stop.is_set():
+            if readable:
+                if not self._read_available():
                     return
-                continue
-            data = os.read(self.fd, 1 << 16)
-            if not data:
+            elif self._stop.is_set():
                 return
-            self.sink.add(data)
+
+    def catch_up(self) -> None:
+        """Read now whatever is in the pipe, instead of waiting for the thread to."""
+        self._read_available()
+
+    def _read_available(self) -> bool:
+        """Move what the pipe holds into the sink; False once the pipe is closed at the other end."""
+        with self._reading:
+            while not self._closed:
+                try:
+                    data = os.read(self.fd, 1 << 16)
+                except BlockingIOError:
+                    return True
+                if not data:
+                    return False
+                self.sink.add(data)
+            return False
 
     def stop(self) -> None:
         """Finish reading (the writers are dead by now) and close the pipe."""
         self._stop.set()
         self._thread.join(timeout=2.0)
         if not self._thread.is_alive():
-            os.close(self.fd)
+            with self._reading:
+                self._closed = True
+                os.close(self.fd)
 
 
 # --- fork server ----------------------------------------------------------------------------

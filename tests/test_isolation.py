@@ -514,3 +514,14 @@ def test_inputs_too_large_for_the_child_name_the_memory_limit(tmp_path: Path) ->
     assert not result.ok
     assert result.error.startswith("process ran out of its memory limit of 600 MB during first")
     assert again.ok and again.value == 1.0  # a fresh child for the next call
+
+
+def test_what_a_call_printed_is_in_the_output_as_soon_as_it_returns(tmp_path: Path) -> None:
+    # The grader reads the output right after the last call; the pipe's reader thread may not
+    # have run yet on a busy machine (a student's prints were missing from the feedback).
+    student = tmp_path / "talk.py"
+    student.write_text("def say(i):\n    print('line', i, 'x' * 4000)\n    return i\n")
+    with Sandbox(student, limits=FAST) as box:
+        for i in range(30):
+            assert box.call("say", i).value == i
+            assert f"line {i} " in box.output
