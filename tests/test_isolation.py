@@ -520,7 +520,7 @@ def test_what_a_call_printed_is_in_the_output_as_soon_as_it_returns(tmp_path: Pa
     # The grader reads the output right after the last call; the pipe's reader thread may not
     # have run yet on a busy machine (a student's prints were missing from the feedback).
     student = tmp_path / "talk.py"
-    student.write_text("def say(i):\n    print('line', i, 'x' * 4000)\n    return i\n")
+    student.write_text("def say(i):\n    print('line', i, 'x' * 1000)\n    return i\n")
     with Sandbox(student, limits=FAST) as box:
         for i in range(30):
             assert box.call("say", i).value == i
