@@ -192,10 +192,21 @@ def describe_exception(exc: BaseException) -> str:
     """
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r})"
-    message = _short(_safe_str(exc))
     where = _student_location(exc)
+    if _is_unanswered_input(exc):
+        # Plain mode's closed stdin and the kernel's refusal, told as one cause with its fix.
+        text = ("called input(), which gets no answer while grading (nobody is at the "
+                "keyboard): remove the call, or give the value in the code")
+        return text + (f" ({where})" if where else "")
+    message = _short(_safe_str(exc))
     text = f"raised {type(exc).__name__}" + (f": {message}" if message else "")
     return text + (f" ({where})" if where else "")
+
+
+def _is_unanswered_input(exc: BaseException) -> bool:
+    if type(exc).__name__ == "StdinNotImplementedError":  # ipykernel's, for input()
+        return True
+    return type(exc) is EOFError and _safe_str(exc) == "EOF when reading a line"
 
 
 def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome:
@@ -1015,17 +1026,41 @@ def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
     for number, source in cells:
         waiting.setdefault(source, []).append(int(number))
     original = shell.compile.get_code_name
+    running = [0]
 
     def get_code_name(raw_code: str, transformed_code: str, number: int) -> str:
         # ipykernel names a cell after a hash of its text (/tmp/ipykernel_12/3456.py).
         numbers = waiting.get(raw_code)
         if numbers:
-            return f"{notebook} cell {numbers.pop(0)}"
+            running[0] = numbers.pop(0)
+            return f"{notebook} cell {running[0]}"
         return original(raw_code, transformed_code, number)
 
     shell.compile.get_code_name = get_code_name
     _STUDENT_ROOTS.append(root)
-    namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
+    log = namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
+    _skip_shell_without_terminal(shell, log, running)
+
+
+def _skip_shell_without_terminal(shell: Any, log: _CellLog, running: list[int]) -> None:
+    """Let ``!cmd`` and ``%pip`` be skipped, as in plain mode, when they need a pty.
+
+    IPython runs shell commands through pexpect, which needs a pseudo-terminal; the sandbox
+    has none, and the student would read "raised OSError: out of pty devices" for a
+    ``!pip install`` line that has nothing to do with the graded functions.
+    """
+    run = shell.system  # (`x = !cmd` goes through getoutput, which needs no pty)
+
+    def system_or_skip(command: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            return run(command, *args, **kwargs)
+        except OSError as exc:
+            if "pty" not in str(exc):
+                raise
+        log.notes([f"cell {running[0]}: " + _short(
+            f"skipped shell command !{command} (the grader's sandbox has no terminal)")])
+
+    shell.system = system_or_skip
 
 
 def _kernel_client_class() -> Any:

@@ -267,3 +267,31 @@ def test_kernel_mode_says_which_cell_killed_the_kernel(tmp_path: Path) -> None:
         assert not loaded.ok
         assert loaded.error == ("the Jupyter kernel died while running cell 3 (out of memory, "
                                 "or the cell ended its own process)")
+
+
+@pytest.mark.parametrize("kernel", [False, pytest.param(True, marks=needs_kernel)],
+                         ids=["plain", "kernel"])
+def test_a_colab_notebook_with_pip_and_input_is_told_the_same_in_both_modes(
+    tmp_path: Path, kernel: bool
+) -> None:
+    # Colab habits: `!pip install` at the top, `files = !ls`, and an input() demo. In the
+    # kernel, IPython runs `!cmd` through a pty, which the sandbox lacks; `x = !cmd` runs.
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "!pip install tqdm\nimport numpy as np",
+        "def fprop(x, y, params):\n    return {'loss': 1.5}",
+        "files = !ls\nprint(files)",
+        "name = input('your name: ')\nprint('hello', name)",
+    )
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        assert loaded.ok, loaded.error
+        assert sandbox.call("fprop", 1, 2, 3, pick="loss").value == 1.5
+    skipped = ["cell 2: skipped shell command !pip install tqdm"
+               + (" (the grader's sandbox has no terminal)" if kernel else "")]
+    skipped += [] if kernel else ["cell 4: skipped shell command !ls"]
+    assert list(loaded.problems[:-1]) == skipped
+    assert loaded.problems[-1] == (
+        "cell 5 called input(), which gets no answer while grading (nobody is at the keyboard): "
+        "remove the call, or give the value in the code (cell 5, line 1 of nb.ipynb) (the "
+        "functions defined in other cells were kept)")
