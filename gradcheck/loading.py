@@ -321,16 +321,42 @@ def _load_module(path: Path, timeout: float | None = None) -> Loaded:
     registered = path.stem not in sys.modules
     if registered:
         sys.modules[path.stem] = module
+    shell = _exported_notebook_shell(source, module)
     try:
         with _time_limit(timeout):
             exec(code, module.__dict__)
     except BaseException as exc:  # noqa: BLE001 - an import-time sys.exit is a failure too
         if registered:
             sys.modules.pop(path.stem, None)
+        hint = _main_guard_hint(module)
         if isinstance(exc, CellTimeout):
-            raise LoadError(f"loading {path.name} did not finish within {timeout:g} s") from None
-        raise LoadError(f"importing {path.name} {describe_exception(exc)}") from None
-    return Loaded(module.__dict__)
+            raise LoadError(f"loading {path.name} did not finish within {timeout:g} s"
+                            + hint) from None
+        raise LoadError(f"importing {path.name} {describe_exception(exc)}{hint}") from None
+    return Loaded(module.__dict__, tuple(shell.take_notes()) if shell else ())
+
+
+def _main_guard_hint(module: types.ModuleType) -> str:
+    # Functions were defined before the failure: what failed is demo or training code that
+    # runs on import, as a notebook's cells would (the grader imports, it never runs, a .py).
+    own = [value for value in vars(module).values()
+           if isinstance(value, types.FunctionType) and value.__module__ == module.__name__]
+    if not own:
+        return ""
+    return ("; the grader imports your file, which runs its top-level code: put demo and "
+            'training code under `if __name__ == "__main__":`')
+
+
+def _exported_notebook_shell(source: str, module: types.ModuleType) -> _ShellStub | None:
+    # A notebook saved as .py ("Download as Python", nbconvert --to script) keeps its magics
+    # as get_ipython().run_line_magic('matplotlib', 'inline') and .system('pip ...'): they
+    # are skipped and noted, as in the notebook, instead of failing the import.
+    if "get_ipython()" not in source:
+        return None
+    shell = _ShellStub()
+    shell.where, shell.user_ns = Path(module.__file__ or "").name, module.__dict__
+    module.__dict__["get_ipython"] = lambda: shell
+    return shell
 
 
 def _read_source(path: Path) -> str:
@@ -417,7 +443,7 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
     log = _CellLog(path.name, namespace)
     transform, compiler = _transformer(), _CellCompiler()
     for number, source in cells:
-        shell.cell = number
+        shell.where = f"cell {number}"
         _run_cell(path.name, number, transform(source, shell), log, compiler, cell_timeout)
         log.notes(shell.take_notes())
     return Loaded(namespace, log.problems())
@@ -713,12 +739,13 @@ class _ShellStub:
     """Stand-in for ``get_ipython()``: magics and shell commands do nothing and are noted."""
 
     def __init__(self) -> None:
-        self.cell = 0
+        self.where = ""
+        """What a note is about: ``"cell 3"``, or the file of a module exported by Jupyter."""
         self.user_ns: dict[str, Any] = {}
         self._notes: list[str] = []
 
     def note(self, text: str) -> None:
-        self._notes.append(f"cell {self.cell}: {_short(text)}")
+        self._notes.append(f"{self.where}: {_short(text)}")
 
     def take_notes(self) -> list[str]:
         notes, self._notes = self._notes, []

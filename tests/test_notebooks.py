@@ -295,3 +295,59 @@ def test_a_colab_notebook_with_pip_and_input_is_told_the_same_in_both_modes(
         "cell 5 called input(), which gets no answer while grading (nobody is at the keyboard): "
         "remove the call, or give the value in the code (cell 5, line 1 of nb.ipynb) (the "
         "functions defined in other cells were kept)")
+
+
+def grade_folder(submit: Path, out: Path, *args: str) -> str:
+    """Run the real grader on one student's folder; return their feedback.md."""
+    grader = Path(__file__).resolve().parent.parent / "grader.py"
+    result = subprocess.run([sys.executable, str(grader), str(submit), "--out", str(out), *args],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    return (out / submit.name / "feedback.md").read_text()
+
+
+def solution_text(name: str) -> str:
+    return (Path(__file__).resolve().parent.parent / "solutions" / f"{name}.py").read_text()
+
+
+def test_a_notebook_downloaded_as_python_keeps_its_magics_skipped(tmp_path: Path) -> None:
+    # What "Download as .py" (nbconvert --to script) makes of `!pip` and `%matplotlib` lines.
+    exported = ("#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\n"
+                "get_ipython().system('pip install tqdm')\n"
+                "get_ipython().run_line_magic('matplotlib', 'inline')\n\n\n# In[2]:\n\n\n")
+    submit = tmp_path / "ed"
+    submit.mkdir()
+    (submit / "three_input.py").write_text(exported + solution_text("three_input"))
+    feedback = grade_folder(submit, tmp_path / "out", "--assignment", "three_input")
+    assert "**Total: 10 / 10**" in feedback
+    assert ("- three_input.py: skipped shell command !pip install tqdm\n"
+            "- three_input.py: skipped magic %matplotlib inline\n") in feedback
+
+
+@pytest.mark.parametrize(("demo", "problem"), [
+    ("print(accuracy)\n", "importing three_input.py raised NameError: name 'accuracy' is "
+                          "not defined (line {line} of three_input.py)"),
+    ("import time\nwhile True:\n    time.sleep(0.01)\n",
+     "loading three_input.py did not finish within 1 s"),
+], ids=["failing", "endless"])
+def test_a_module_with_a_top_level_demo_is_told_to_guard_it(tmp_path: Path, demo: str,
+                                                           problem: str) -> None:
+    # A module written like a notebook: the functions, then the training code at top level.
+    submit = tmp_path / "sam"
+    submit.mkdir()
+    solution = solution_text("three_input").split('if __name__ == "__main__":')[0]
+    (submit / "three_input.py").write_text(solution + demo)
+    feedback = grade_folder(submit, tmp_path / "out", "--assignment", "three_input",
+                            "--timeout", "1")
+    problem = problem.format(line=solution.count("\n") + 1)
+    assert "**Total: 0 / 10**" in feedback
+    assert (f"- {problem}; the grader imports your file, which runs its top-level code: put "
+            'demo and training code under `if __name__ == "__main__":`\n') in feedback
+
+
+def test_a_module_failing_before_its_functions_gets_no_guard_hint(tmp_path: Path) -> None:
+    (tmp_path / "mod.py").write_text("import tensorflowx\n\ndef fprop(x, y, p):\n    pass\n")
+    sandbox, loaded = load(tmp_path / "mod.py")
+    with sandbox:
+        assert loaded.error == ("importing mod.py raised ModuleNotFoundError: No module named "
+                                "'tensorflowx' (line 1 of mod.py)")
