@@ -18,6 +18,7 @@ import __future__
 import ast
 import builtins
 import contextlib
+import difflib
 import functools
 import importlib.util
 import linecache
@@ -175,7 +176,8 @@ def invoke(
         value = target(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
-        return Outcome(False, error=_call_failure(namespace, function, exc), seconds=seconds)
+        error = _call_failure(namespace, function, exc) + _missing_key_hint(function, exc, args)
+        return Outcome(False, error=error, seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
         store[keep] = value
@@ -271,6 +273,29 @@ def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseExceptio
     name = getattr(exc, "name", "")
     text = f"{function} raised NameError: {root.cause}, so `{name}` is undefined"
     return text + (f" ({where})" if where else "")
+
+
+def _missing_key_hint(function: str, exc: BaseException, args: tuple[Any, ...]) -> str:
+    """Name the dict argument a KeyError is about, and its keys: ``"; the cache ..."``.
+
+    The usual cause is a cache that fprop filled under other names than bprop reads
+    (``cache["A1"] = a1``, then ``cache["a1"]``): the keys it does have say so at once.
+    """
+    if type(exc) is not KeyError or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return ""
+    key = exc.args[0]
+    for value in args:
+        if isinstance(value, dict) and key not in value and value:
+            keys = [name for name in value if isinstance(name, str)]
+            if not keys or len(keys) != len(value):
+                return ""
+            shown = ", ".join(repr(name) for name in keys[:12]) + (", ..." if len(keys) > 12 else "")
+            given = "the cache your fprop returned" if function == "bprop" else "its dict argument"
+            text = f"; {given} has no key {key!r}, only {shown}"
+            close = [name for name in keys if name.lower() == key.lower()]
+            close = close or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+            return text + (f" (did you mean {close[0]!r}?)" if close else "")
+    return ""
 
 
 def _student_location(exc: BaseException) -> str | None:

@@ -15,7 +15,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from gradcheck.isolation import Limits, Sandbox
+from gradcheck.isolation import Limits, Ref, Sandbox
 
 RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
 LIMITS = Limits(call_timeout=20, memory_mb=2048)
@@ -351,3 +351,26 @@ def test_a_module_failing_before_its_functions_gets_no_guard_hint(tmp_path: Path
     with sandbox:
         assert loaded.error == ("importing mod.py raised ModuleNotFoundError: No module named "
                                 "'tensorflowx' (line 1 of mod.py)")
+
+
+@pytest.mark.parametrize("kernel", [False, pytest.param(True, marks=needs_kernel)],
+                         ids=["plain", "kernel"])
+def test_a_cache_stored_under_other_names_says_which_names_it_has(tmp_path: Path,
+                                                                  kernel: bool) -> None:
+    # fprop stores 'A1', bprop reads 'a1': the KeyError alone does not say what is there.
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "def fprop(x, y, params):\n    return {'loss': 1.0, 'A1': x, 'a2': y}",
+        "def bprop(cache):\n    a1, a2 = cache['a1'], cache['a2']\n    return {'W': a1 * a2}",
+        "def update(params, grads, lr):\n    return params['W']",
+    )
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        sandbox.call("fprop", 1.0, 2.0, {}, store="cache", pick="loss")
+        bprop = sandbox.call("bprop", Ref("cache")).error
+        update = sandbox.call("update", {"b": 1.0}, {}, 0.1).error
+    assert bprop == ("bprop raised KeyError: 'a1' (cell 3, line 2 of nb.ipynb); the cache your "
+                     "fprop returned has no key 'a1', only 'loss', 'A1', 'a2' (did you mean "
+                     "'A1'?)")
+    assert update == ("update raised KeyError: 'W' (cell 4, line 2 of nb.ipynb); its dict "
+                      "argument has no key 'W', only 'b'")
