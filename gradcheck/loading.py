@@ -1092,6 +1092,8 @@ def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
     _STUDENT_ROOTS.append(root)
     log = namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
     _skip_shell_without_terminal(shell, log, running)
+    _plot_inline_without_gui(shell, log, running)
+    _exit_stops_the_cell_only(shell)
 
 
 def _skip_shell_without_terminal(shell: Any, log: _CellLog, running: list[int]) -> None:
@@ -1113,6 +1115,55 @@ def _skip_shell_without_terminal(shell: Any, log: _CellLog, running: list[int]) 
             f"skipped shell command !{command} (the grader's sandbox has no terminal)")])
 
     shell.system = system_or_skip
+
+
+def _plot_inline_without_gui(shell: Any, log: _CellLog, running: list[int]) -> None:
+    """Let ``%matplotlib qt`` (tk, osx, widget...) draw inline: the sandbox has no display.
+
+    The student's own machine had the GUI toolkit or ipympl; without this fallback the
+    whole cell fails, its ``import numpy as np`` with it, and every graded function after.
+    """
+    for name in ("matplotlib", "pylab"):
+        # Found first (IPython 9 loads magics lazily, by a name lookup that would find the
+        # wrapper), then registered in its place.
+        magic = shell.find_line_magic(name)
+        if magic is not None:
+            shell.magics_manager.magics["line"][name] = _inline_fallback(name, magic, log,
+                                                                         running)
+
+
+# Backends that draw without a display; any other (qt, tk, osx, gtk, wx) needs one.
+_HEADLESS_BACKENDS = frozenset({"inline", "notebook", "nbagg", "agg", "svg", "pdf", "ps",
+                                "cairo", "pgf", "template"})
+
+
+def _inline_fallback(name: str, magic: Callable[..., Any], log: _CellLog,
+                     running: list[int]) -> Callable[..., Any]:
+    def magic_or_inline(line: str = "", *args: Any, **kwargs: Any) -> Any:
+        words = line.split()
+        backend = words[0].lower() if words and not words[0].startswith("-") else ""
+        if backend and not _draws_here(backend):
+            log.notes([f"cell {running[0]}: %{name} {words[0]} needs a display or a package "
+                       "the grader does not have; the plots were drawn inline instead"])
+            line = " ".join(["inline", *words[1:]])
+        return magic(line, *args, **kwargs)
+
+    return magic_or_inline
+
+
+def _draws_here(backend: str) -> bool:
+    if backend in ("widget", "ipympl"):
+        return importlib.util.find_spec("ipympl") is not None
+    return backend in _HEADLESS_BACKENDS or backend.startswith("module://")
+
+
+def _exit_stops_the_cell_only(shell: Any) -> None:
+    # In a kernel, exit() and quit() end the kernel 0.1 s later, in the middle of whatever
+    # the grader then runs; in plain mode (and for sys.exit in a kernel) they end the cell.
+    def ask_exit() -> None:
+        raise SystemExit(None)
+
+    shell.ask_exit = ask_exit
 
 
 def _kernel_client_class() -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -374,3 +375,27 @@ def test_a_cache_stored_under_other_names_says_which_names_it_has(tmp_path: Path
                      "'A1'?)")
     assert update == ("update raised KeyError: 'W' (cell 4, line 2 of nb.ipynb); its dict "
                       "argument has no key 'W', only 'b'")
+
+
+@needs_kernel
+def test_kernel_mode_draws_a_gui_backend_inline_and_survives_exit(tmp_path: Path) -> None:
+    # A student's own machine had Qt; the sandbox has no display. exit() at the end of a
+    # notebook ends the kernel 0.1 s later in Jupyter, in the middle of the grader's calls.
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "%matplotlib qt\nimport numpy as np\nimport matplotlib.pyplot as plt",
+        "def fprop(x, y, params):\n    return {'loss': float(np.sum(x))}",
+        "plt.plot([1, 2]); plt.show()\nexit()\nprint('not reached')",
+        "def update(params, grads, lr):\n    return params",
+    )
+    sandbox, loaded = load(path, kernel=True)
+    with sandbox:
+        assert loaded.ok, loaded.error
+        time.sleep(0.5)  # past the 0.1 s after which an exit() would have ended the kernel
+        assert sandbox.call("fprop", np.ones(3), 2, 3, pick="loss").value == 3.0
+        assert sandbox.call("update", {"W": 1.0}, {}, 0.1).value == {"W": 1.0}
+    assert loaded.problems == (
+        "cell 2: %matplotlib qt needs a display or a package the grader does not have; the "
+        "plots were drawn inline instead",
+        "cell 4 called sys.exit(None) (the functions defined in other cells were kept)")
+    assert "not reached" not in sandbox.output
