@@ -754,6 +754,14 @@ def _comment_out_magics(source: str, shell: _ShellStub) -> str:
     return "\n".join(lines)
 
 
+def _script_source(path: Path, shell: _ShellStub) -> str:
+    """The Python of a file that ``%run`` runs: a module, or a notebook's code cells."""
+    if path.suffix == ".py":
+        return importlib.util.decode_source(path.read_bytes())
+    transform = _transformer()
+    return "\n".join(transform(source, shell) for _, source in _code_cells(path))
+
+
 def _display(*objects: Any, **_kwargs: Any) -> None:
     """Stand-in for IPython's ``display``: print the objects' reprs."""
     for obj in objects:
@@ -779,6 +787,8 @@ class _ShellStub:
     def run_line_magic(self, name: str, line: str, *_args: Any, **_kwargs: Any) -> None:
         if name == "pylab":
             self._pylab(line)
+        elif name == "run":
+            self._run(line)
         else:
             self.note(f"skipped magic %{name} {line}".rstrip())
 
@@ -799,6 +809,28 @@ class _ShellStub:
              self.user_ns)
         if star:
             exec("from matplotlib.pylab import *\nfrom numpy import *\n", self.user_ns)
+
+    def _run(self, line: str) -> None:
+        # %run helpers.py, as IPython runs it: as __main__ in a namespace of its own whose
+        # names are then copied into the notebook's (-i: in the notebook's namespace itself).
+        words = line.split()
+        targets = [word for word in words if not word.startswith("-")]
+        if not targets or not targets[0].endswith((".py", ".ipynb")):
+            self.note(f"skipped magic %run {line}".rstrip())
+            return
+        path = Path(targets[0])
+        if not path.is_file():
+            self.note(f"%run {targets[0]}: {targets[0]} was not found (submit it next to "
+                      "the notebook)")
+            return
+        source = _script_source(path, self)
+        namespace = self.user_ns if "-i" in words else {
+            "__name__": "__main__", "__file__": str(path.resolve()), "__builtins__": builtins,
+            "get_ipython": lambda: self}
+        exec(compile(source, str(path.resolve()), "exec"), namespace)
+        if namespace is not self.user_ns:
+            self.user_ns.update({key: value for key, value in namespace.items()
+                                 if not key.startswith("__")})
 
     def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
         if name in _RUN_BODY_MAGICS:

@@ -399,3 +399,27 @@ def test_kernel_mode_draws_a_gui_backend_inline_and_survives_exit(tmp_path: Path
         "plots were drawn inline instead",
         "cell 4 called sys.exit(None) (the functions defined in other cells were kept)")
     assert "not reached" not in sandbox.output
+
+
+@pytest.mark.parametrize("kernel", [False, pytest.param(True, marks=needs_kernel)],
+                         ids=["plain", "kernel"])
+def test_run_magic_brings_the_helpers_a_notebook_needs(tmp_path: Path, kernel: bool) -> None:
+    # `%run utils.py` (and a helper notebook) defined sigmoid; plain mode skipped it, so a
+    # correct notebook lost every check that plain mode's kernel twin passed.
+    (tmp_path / "utils.py").write_text("import numpy as np\n\ndef sigmoid(z):\n"
+                                       "    return 1 / (1 + np.exp(-z))\n")
+    helper = write_notebook(tmp_path / "helpers.ipynb", "%matplotlib inline\nscale = 2.0")
+    assert helper.is_file()
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "%run utils.py\n%run helpers.ipynb\n%run -i missing.py",
+        "def fprop(x, y, params):\n    return {'loss': float(scale * np.sum(sigmoid(x)))}",
+    )
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        assert loaded.ok, loaded.error
+        assert sandbox.call("fprop", np.zeros(3), 2, 3, pick="loss").value == 3.0
+    if not kernel:
+        assert loaded.problems == (
+            "cell 2: skipped magic %matplotlib inline",
+            "cell 2: %run missing.py: missing.py was not found (submit it next to the notebook)")
