@@ -131,13 +131,14 @@ def compare_gradients(
         problems (e.g. bprop did not return a dict).
     """
     if not isinstance(analytic, Mapping):
-        problem = (
-            f"{what} returned {describe_value(analytic)}, not a dict of gradients; return "
-            f"{{{', '.join(repr(k) for k in reference)}}} mapped to arrays"
-        )
+        # Every parameter's line says why: "returned no gradient for W1" hid that a tuple
+        # (dW1, db1, ...) came back, the usual slip.
+        entries = ", ".join(f"{k!r}: d{k}" for k in reference)
+        problem = (f"{what} returned {describe_value(analytic)}, not a dict of gradients: "
+                   f"return {{{entries}}}, one entry per parameter")
         reports = tuple(
             ParameterReport(name, "missing", expected_shape=r.shape, size=r.size, mismatched=r.size,
-                            max_relative_error=np.inf, message=f"{what} returned no gradient for {name}")
+                            max_relative_error=np.inf, message=problem)
             for name, r in reference.items()
         )
         return reports, (problem,)

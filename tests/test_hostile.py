@@ -199,7 +199,9 @@ CASES: dict[str, tuple[str, str, float, str]] = {
     "nb_not_json": ("this is { not json", ".ipynb", 0, "not a valid Jupyter notebook"),
     "nb_no_code": (no_code_notebook(), ".ipynb", 0, "three_input.ipynb has no code cells"),
     "empty_file": ("", ".py", 0, "three_input.py is empty"),
-    "ret_list": (wrap_bprop("return [g['W1'], g['W2']]"), ".py", 4, "bprop returned no gradient for W1"),
+    "ret_list": (wrap_bprop("return [g['W1'], g['W2']]"), ".py", 4,
+                 "bprop returned a list of 2 items, not a dict of gradients: return {'W1': dW1, "
+                 "'W2': dW2}, one entry per parameter"),
     "ret_missing_key": (wrap_bprop("return {'W1': g['W1']}"), ".py", 7, "bprop returned no key for 'W2'"),
     "ret_extra_key": (wrap_bprop("return {**g, 'b1': np.zeros(2)}"), ".py", 10, "all match"),
     "ret_misnamed_key": (wrap_bprop("return {'W1': g['W1'], 'w2': g['W2']}"), ".py", 7, "under the key 'w2'"),

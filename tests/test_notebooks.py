@@ -423,3 +423,20 @@ def test_run_magic_brings_the_helpers_a_notebook_needs(tmp_path: Path, kernel: b
         assert loaded.problems == (
             "cell 2: skipped magic %matplotlib inline",
             "cell 2: %run missing.py: missing.py was not found (submit it next to the notebook)")
+
+
+def test_a_bprop_returning_a_tuple_is_told_to_return_a_dict(tmp_path: Path) -> None:
+    # Andrew Ng's style: `return dW1, db1, dW2, db2`. Each gradient used to say only
+    # "bprop returned no gradient for W1", which the student reads as a missing line.
+    solution = solution_text("binary_classifier").split('if __name__ == "__main__":')[0]
+    bprop = solution.replace('return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}',
+                             "return dW1, db1, dW2, db2")
+    assert bprop != solution
+    submit = tmp_path / "tess"
+    submit.mkdir()
+    write_notebook(submit / "binary_classifier.ipynb", bprop)
+    feedback = grade_folder(submit, tmp_path / "out", "--assignment", "binary_classifier")
+    assert "**Total: 4 / 10**" in feedback
+    assert feedback.count(
+        "- bprop returned a tuple of 4 items, not a dict of gradients: return {'W1': dW1, "
+        "'b1': db1, 'W2': dW2, 'b2': db2}, one entry per parameter\n") == 4
