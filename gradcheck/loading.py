@@ -215,11 +215,13 @@ def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome
     if isinstance(pick, int):
         return _pick_item(function, value, pick, seconds)
     if not isinstance(value, Mapping):
-        return Outcome(
-            False,
-            error=f"{function} returned a {type(value).__name__}, not a dict with {pick!r}",
-            seconds=seconds,
-        )
+        error = f"{function} returned a {type(value).__name__}, not a dict with {pick!r}"
+        if isinstance(value, (tuple, list)):
+            # `return loss, cache`: the contract's cache is one dict holding the loss.
+            error = (f"{function} returned a {type(value).__name__} of {len(value)} items, not "
+                     f"a dict with {pick!r}: return one dict (the cache) with the {pick} "
+                     f"stored in it, cache[{pick!r}] = {pick}")
+        return Outcome(False, error=error, seconds=seconds)
     try:
         return Outcome(True, value[pick], seconds=seconds)
     except BaseException:  # noqa: BLE001 - a student's Mapping may raise anything

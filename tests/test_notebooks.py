@@ -440,3 +440,13 @@ def test_a_bprop_returning_a_tuple_is_told_to_return_a_dict(tmp_path: Path) -> N
     assert feedback.count(
         "- bprop returned a tuple of 4 items, not a dict of gradients: return {'W1': dW1, "
         "'b1': db1, 'W2': dW2, 'b2': db2}, one entry per parameter\n") == 4
+
+
+def test_an_fprop_returning_loss_and_cache_is_told_to_return_one_dict(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "nb.ipynb",
+                          "def fprop(x, y, params):\n    cache = {'x': x}\n    return 1.0, cache")
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert sandbox.call("fprop", 1, 2, 3, pick="loss").error == (
+            "fprop returned a tuple of 2 items, not a dict with 'loss': return one dict (the "
+            "cache) with the loss stored in it, cache['loss'] = loss")
