@@ -21,6 +21,7 @@ import contextlib
 import difflib
 import functools
 import importlib.util
+import inspect
 import linecache
 import operator
 import re
@@ -176,7 +177,8 @@ def invoke(
         value = target(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
-        error = _call_failure(namespace, function, exc) + _missing_key_hint(function, exc, args)
+        error = (_call_failure(namespace, function, exc) + _missing_key_hint(function, exc, args)
+                 + _signature_hint(function, target, exc, args, kwargs))
         return Outcome(False, error=error, seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
@@ -277,6 +279,23 @@ def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseExceptio
     return text + (f" ({where})" if where else "")
 
 
+def _signature_hint(function: str, target: Callable[..., Any], exc: BaseException,
+                    args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """Say how the grader calls a function whose parameters do not fit the call."""
+    # Raised while binding the arguments (no frame of the function's own): the signature.
+    if type(exc) is not TypeError or exc.__traceback__ is None or exc.__traceback__.tb_next:
+        return ""
+    try:
+        yours = f"{function}{inspect.signature(target)}"
+    except (TypeError, ValueError):
+        return ""
+    count = len(args)
+    given = f"{count} positional argument{'s' if count != 1 else ''}" + (
+        f" and {_join([repr(key) for key in kwargs])}" if kwargs else "")
+    return (f"; the grader calls {function} with {given}, as the assignment defines it, and "
+            f"yours is {yours}")
+
+
 def _missing_key_hint(function: str, exc: BaseException, args: tuple[Any, ...]) -> str:
     """Name the dict argument a KeyError is about, and its keys: ``"; the cache ..."``.
 
@@ -315,8 +334,14 @@ def _student_location(exc: BaseException) -> str | None:
 
 
 def _is_student_file(filename: str) -> bool:
-    # Student files are those in the folders the loader put on sys.path (the scratch copy).
+    # Student files are those in the folders the loader put on sys.path (the scratch copy),
+    # but for gradcheck itself, which a kernel imports through a link in that copy.
+    if filename.startswith(_OWN_PACKAGE):
+        return False
     return any(filename.startswith(root + "/") for root in _STUDENT_ROOTS)
+
+
+_OWN_PACKAGE = str(Path(__file__).parent) + "/"
 
 
 _STUDENT_ROOTS: list[str] = []

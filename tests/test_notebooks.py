@@ -450,3 +450,24 @@ def test_an_fprop_returning_loss_and_cache_is_told_to_return_one_dict(tmp_path: 
         assert sandbox.call("fprop", 1, 2, 3, pick="loss").error == (
             "fprop returned a tuple of 2 items, not a dict with 'loss': return one dict (the "
             "cache) with the loss stored in it, cache['loss'] = loss")
+
+
+@pytest.mark.parametrize("kernel", [False, pytest.param(True, marks=needs_kernel)],
+                         ids=["plain", "kernel"])
+def test_a_function_defined_with_other_parameters_is_shown_the_call(tmp_path: Path,
+                                                                    kernel: bool) -> None:
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "def bprop(cache, params):\n    return {}",
+        "def update(params, grads):\n    return params",
+    )
+    sandbox, loaded = load(path, kernel=kernel)
+    with sandbox:
+        bprop = sandbox.call("bprop", {"x": 1.0}).error
+        update = sandbox.call("update", {}, {}, 0.1).error
+    assert bprop == ("bprop raised TypeError: bprop() missing 1 required positional argument: "
+                     "'params'; the grader calls bprop with 1 positional argument, as the "
+                     "assignment defines it, and yours is bprop(cache, params)")
+    assert update == ("update raised TypeError: update() takes 2 positional arguments but 3 "
+                      "were given; the grader calls update with 3 positional arguments, as the "
+                      "assignment defines it, and yours is update(params, grads)")
