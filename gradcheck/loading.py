@@ -862,7 +862,10 @@ class _ShellStub:
     def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
         if name in _RUN_BODY_MAGICS:
             self.note(f"ran the body of cell magic %%{name} without the magic")
-            exec(compile(cell, f"<%%{name} body>", "exec"), self.user_ns)
+            # The body is a cell of its own to IPython: `%%capture` over `!pip install ...`
+            # is how Colab notebooks quieten their installs.
+            body = _transformer()(cell, self)
+            exec(compile(body, f"<%%{name} body>", "exec"), self.user_ns)
         elif name == "writefile":
             self._writefile(line, cell)
         else:

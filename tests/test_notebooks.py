@@ -471,3 +471,21 @@ def test_a_function_defined_with_other_parameters_is_shown_the_call(tmp_path: Pa
     assert update == ("update raised TypeError: update() takes 2 positional arguments but 3 "
                       "were given; the grader calls update with 3 positional arguments, as the "
                       "assignment defines it, and yours is update(params, grads)")
+
+
+def test_a_capture_cell_over_pip_installs_is_run_as_ipython_runs_it(tmp_path: Path) -> None:
+    # Colab's way to quieten installs; the body was compiled untransformed: a SyntaxError.
+    path = write_notebook(
+        tmp_path / "nb.ipynb",
+        "%%capture\n!pip install tqdm\nimport numpy as np\n%matplotlib inline",
+        "%%time\ndef fprop(x, y, params):\n    return {'loss': float(np.sum(x))}",
+    )
+    sandbox, loaded = load(path)
+    with sandbox:
+        assert sandbox.call("fprop", np.ones(2), 2, 3, pick="loss").value == 2.0
+    assert loaded.problems == (
+        "cell 2: ran the body of cell magic %%capture without the magic",
+        "cell 2: skipped shell command !pip install tqdm",
+        "cell 2: skipped magic %matplotlib inline",
+        "cell 3: ran the body of cell magic %%time without the magic",
+    )
