@@ -298,13 +298,13 @@ def test_a_colab_notebook_with_pip_and_input_is_told_the_same_in_both_modes(
         "functions defined in other cells were kept)")
 
 
-def grade_folder(submit: Path, out: Path, *args: str) -> str:
-    """Run the real grader on one student's folder; return their feedback.md."""
+def grade_folder(submit: Path, out: Path, *args: str, student: str = "") -> str:
+    """Run the real grader on a folder; return the feedback.md of one student (its own)."""
     grader = Path(__file__).resolve().parent.parent / "grader.py"
     result = subprocess.run([sys.executable, str(grader), str(submit), "--out", str(out), *args],
                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
-    return (out / submit.name / "feedback.md").read_text()
+    return (out / (student or submit.name) / "feedback.md").read_text()
 
 
 def solution_text(name: str) -> str:
@@ -489,3 +489,19 @@ def test_a_capture_cell_over_pip_installs_is_run_as_ipython_runs_it(tmp_path: Pa
         "cell 2: skipped magic %matplotlib inline",
         "cell 3: ran the body of cell magic %%time without the magic",
     )
+
+
+@pytest.mark.parametrize("name", ["three_input (1).ipynb", "Copy of three_input.ipynb",
+                                  "Three-Input.ipynb"])
+def test_a_renamed_download_is_named_in_the_missing_message(tmp_path: Path, name: str) -> None:
+    # The browser's second download, Colab's copy, an editor's capitals: still 0 (files are
+    # found by name), but the student is told which file to rename.
+    for student in ("dora", "gina"):
+        (tmp_path / "submit" / student).mkdir(parents=True)
+    write_notebook(tmp_path / "submit" / "dora" / name, solution_text("three_input"))
+    write_notebook(tmp_path / "submit" / "gina" / "three_input.ipynb", solution_text("three_input"))
+    feedback = grade_folder(tmp_path / "submit", tmp_path / "out", "--assignment", "three_input",
+                            student="dora")
+    assert "**Total: 0 / 10**" in feedback
+    assert (f"- three_input.py or three_input.ipynb is missing; `{name}` looks like it: rename "
+            "it to three_input.ipynb to have it graded\n") in feedback
