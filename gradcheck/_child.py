@@ -642,6 +642,7 @@ class _Server:
         self._writers = writers  # the student may rebind sys.stdout; these are still flushed
         self._namespace: dict[str, Any] = {}
         self._cell_timeout: float | None = None
+        self._load_budget: float | None = None
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
         self._confined = False  # some layer is in force: a PermissionError is a sandbox wall
@@ -658,6 +659,7 @@ class _Server:
             op = request.get("op")
             if op == "load":
                 self._cell_timeout = request.get("cell_timeout")
+                self._load_budget = request.get("load_budget")
                 self._send(self._load(Path(request["path"])))
             elif op == "call":
                 self._send(self._call(request, request["args"], request["kwargs"]))
@@ -679,7 +681,8 @@ class _Server:
                 self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout)
                 return {"ok": True, "names": list(self._kernel.names), "isolation": isolation,
                         "problems": [self._hint(p) for p in self._kernel.problems]}
-            loaded = loading.load_submission(path, cell_timeout=self._cell_timeout)
+            loaded = loading.load_submission(path, cell_timeout=self._cell_timeout,
+                                             budget=self._load_budget)
         except loading.LoadError as exc:
             return {"ok": False, "error": self._hint(str(exc)), "isolation": isolation}
         except BaseException as exc:  # noqa: BLE001 - whatever happens is reported

@@ -89,7 +89,8 @@ class Outcome:
     seconds: float = 0.0
 
 
-def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
+def load_submission(path: Path, *, cell_timeout: float | None = None,
+                    budget: float | None = None) -> Loaded:
     """Execute a submission and return its namespace.
 
     A ``.py`` file runs as a module named after the file (not ``__main__``, so demo blocks
@@ -103,6 +104,8 @@ def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
         cell_timeout: Seconds a notebook cell may run before it is stopped and reported
             (a training demo must not cost the whole notebook), and a module's import may
             take; None for no limit.
+        budget: Seconds all of a notebook's cells may take together; the cells left when
+            it runs out are not run (and reported). None for no limit.
 
     Returns:
         The namespace and the problems met.
@@ -121,7 +124,7 @@ def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
     if path.suffix == ".py":
         return _load_module(path, cell_timeout)
     if path.suffix == ".ipynb":
-        return _load_notebook(path, cell_timeout)
+        return _load_notebook(path, cell_timeout, budget)
     raise LoadError(f"{path.name} is neither a .py module nor a .ipynb notebook")
 
 
@@ -477,7 +480,8 @@ def _newer_python_needed(exc: SyntaxError) -> tuple[int, int] | None:
 # --- notebooks ------------------------------------------------------------------------------
 
 
-def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
+def _load_notebook(path: Path, cell_timeout: float | None = None,
+                   budget: float | None = None) -> Loaded:
     cells = _code_cells(path)
     _STUDENT_ROOTS.append(str(path.resolve().parent))
     shell = _ShellStub()
@@ -494,9 +498,15 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
     shell.user_ns = namespace
     log = _CellLog(path.name, namespace)
     transform, compiler = _transformer(), _CellCompiler()
-    for number, source in cells:
+    started = time.monotonic()
+    for index, (number, source) in enumerate(cells):
+        left = None if budget is None else budget - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            log.not_run(cells[index:], budget or 0.0)
+            break
+        limit = cell_timeout if left is None else min(cell_timeout or left, left)
         shell.where = f"cell {number}"
-        _run_cell(path.name, number, transform(source, shell), log, compiler, cell_timeout)
+        _run_cell(path.name, number, transform(source, shell), log, compiler, limit)
         log.notes(shell.take_notes())
     return Loaded(namespace, log.problems())
 
@@ -651,8 +661,22 @@ class _CellLog:
         self._entries.append(f"{what} (the cell was skipped)")
 
     def stopped(self, number: int, source: str, seconds: float) -> None:
+        seconds = round(seconds, 1)  # (a cell cut short by the notebook's budget: any float)
         what = f"ran for more than {seconds:g} s and was stopped"
         self._new_root(number, source, what, f"cell {number} was stopped after {seconds:g} s")
+
+    def not_run(self, cells: list[tuple[int, str]], seconds: float) -> None:
+        """The cells left when the notebook's time to load ran out: one cause for them all."""
+        after = len(cells) - 1
+        what = ("was not run" + (f", nor the {after} cell{'s' if after > 1 else ''} after it"
+                                 if after else "")
+                + f": the cells before took {seconds:.0f} s, all the time a notebook gets "
+                "to load (shorten the training demos, or put them after the graded functions)")
+        root = _FailedCell(cells[0][0], what, f"cell {cells[0][0]} was not run (the "
+                                                 "notebook ran out of time)")
+        self._entries.append(root)
+        for _, source in cells:
+            self._leave_undefined(root, source)
 
     def problems(self) -> tuple[str, ...]:
         return tuple(entry if isinstance(entry, str) else entry.problem(self.namespace)
