@@ -678,7 +678,8 @@ class _Server:
             return {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
         try:
             if kernel:
-                self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout)
+                self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout,
+                                                      budget=self._load_budget)
                 return {"ok": True, "names": list(self._kernel.names), "isolation": isolation,
                         "problems": [self._hint(p) for p in self._kernel.problems]}
             loaded = loading.load_submission(path, cell_timeout=self._cell_timeout,

@@ -23,6 +23,7 @@ import functools
 import importlib.util
 import inspect
 import linecache
+import math
 import operator
 import re
 import signal
@@ -1004,10 +1005,19 @@ class KernelSession:
         reply.unlink(missing_ok=True)
         return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
 
-    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None) -> None:
-        for index, cell in enumerate(notebook.cells):
-            if index + 1 in numbers:
-                self._run_cell(cell, index, timeout)
+    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None,
+                   budget: float | None = None) -> None:
+        started = time.monotonic()
+        todo = [(index, cell) for index, cell in enumerate(notebook.cells) if index + 1 in numbers]
+        for position, (index, cell) in enumerate(todo):
+            left = None if budget is None else budget - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                cells = [[i + 1, _cell_source(c)] for i, c in todo[position:]]
+                self._ask({"op": "not_run", "cells": cells, "seconds": budget}, "the notebook")
+                return
+            if left is not None and (timeout is None or left < timeout):
+                timeout = float(math.ceil(left))  # nbclient's timeout: whole seconds
+            self._run_cell(cell, index, timeout)
 
     def _run_cell(self, cell: Any, index: int, timeout: float | None) -> None:
         from nbclient.exceptions import DeadKernelError
@@ -1034,7 +1044,8 @@ class KernelSession:
                       "the notebook")
 
 
-def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
+def load_in_kernel(path: Path, *, timeout: float | None = None,
+                   budget: float | None = None) -> KernelSession:
     """Execute a notebook in a Jupyter kernel (``--kernel`` mode), keeping the kernel alive.
 
     Every code cell runs in order with ``allow_errors=True``, exactly as Jupyter would run it
@@ -1049,6 +1060,7 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
         path: The ``.ipynb`` file.
         timeout: Per-cell time limit in seconds while loading (None: no limit; the sandbox
             enforces one on the whole load). Calls afterwards are limited by the sandbox.
+        budget: Seconds all the cells may take together, as in :func:`load_submission`.
 
     Returns:
         A session whose :meth:`KernelSession.call` invokes the notebook's functions.
@@ -1076,7 +1088,7 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
         session.close()
         raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
     try:
-        session._run_cells(notebook, {number for number, _ in cells}, timeout)
+        session._run_cells(notebook, {number for number, _ in cells}, timeout, budget)
     except LoadError:
         session.close()
         raise
@@ -1138,6 +1150,10 @@ def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Ou
     if op == "report":
         return Outcome(True, {"names": list(defined_callables(namespace)),
                               "problems": list(log.problems())})
+    if op == "not_run":
+        log.not_run([(int(number), str(source)) for number, source in request["cells"]],
+                    float(request["seconds"]))
+        return Outcome(True)
     number = int(request["cell"])
     source = "".join(linecache.getlines(f"{log.notebook} cell {number}"))
     if op == "stopped":

@@ -508,7 +508,10 @@ def test_a_renamed_download_is_named_in_the_missing_message(tmp_path: Path, name
             "it to three_input.ipynb to have it graded\n") in feedback
 
 
-def test_many_slow_demo_cells_cost_the_cells_not_the_notebook(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel", [False, pytest.param(True, marks=needs_kernel)],
+                         ids=["plain", "kernel"])
+def test_many_slow_demo_cells_cost_the_cells_not_the_notebook(tmp_path: Path,
+                                                              kernel: bool) -> None:
     # Forty experiments of just under the cell limit: together past the load's limit, which
     # killed the child and scored a correct notebook 0. The cells left are told instead.
     submit = tmp_path / "sal"
@@ -516,7 +519,7 @@ def test_many_slow_demo_cells_cost_the_cells_not_the_notebook(tmp_path: Path) ->
     experiments = [f"import time\nprint('experiment {i}')\ntime.sleep(0.9)" for i in range(40)]
     write_notebook(submit / "three_input.ipynb", solution_text("three_input"), *experiments)
     feedback = grade_folder(submit, tmp_path / "out", "--assignment", "three_input",
-                            "--timeout", "1")
+                            "--timeout", "1", *(["--kernel"] if kernel else []))
     assert "**Total: 10 / 10**" in feedback
     assert re.search(r"- cell \d+ was not run, nor the \d+ cells after it: the cells before took "
                      r"24 s, all the time a notebook gets to load \(shorten the training demos, "
