@@ -671,6 +671,7 @@ class _Server:
         self._writers = writers  # the student may rebind sys.stdout; these are still flushed
         self._namespace: dict[str, Any] = {}
         self._cell_timeout: float | None = None
+        self._load_budget: float | None = None
         self._store: dict[str, Any] = {}
         self._kernel: Any = None
         self._confined = False  # some layer is in force: a PermissionError is a sandbox wall
@@ -688,6 +689,7 @@ class _Server:
             op = request.get("op")
             if op == "load":
                 self._cell_timeout = request.get("cell_timeout")
+                self._load_budget = request.get("load_budget")
                 self._send(self._load(Path(request["path"])))
             elif op == "call":
                 self._send(self._call(request, request["args"], request["kwargs"]))
@@ -709,10 +711,12 @@ class _Server:
             return {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
         try:
             if kernel:
-                self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout)
+                self._kernel = loading.load_in_kernel(path, timeout=self._cell_timeout,
+                                                      budget=self._load_budget)
                 return {"ok": True, "names": list(self._kernel.names), "isolation": isolation,
                         "problems": [self._hint(p) for p in self._kernel.problems]}
-            loaded = loading.load_submission(path, cell_timeout=self._cell_timeout)
+            loaded = loading.load_submission(path, cell_timeout=self._cell_timeout,
+                                             budget=self._load_budget)
         except loading.LoadError as exc:
             return {"ok": False, "error": self._hint(str(exc)), "isolation": isolation}
         except BaseException as exc:  # noqa: BLE001 - whatever happens is reported

@@ -131,17 +131,14 @@ def compare_gradients(
         problems (e.g. bprop did not return a dict).
     """
     if not isinstance(analytic, Mapping):
-        # What came back, in the line the student reads: "a dict with a non-str key 1" says
-        # why a dict that holds every gradient is not one.
-        returned = f"{describe_value(analytic)}, not a dict of gradients"
-        problem = (
-            f"{what} returned {describe_value(analytic)}, not a dict of gradients; return "
-            f"{{{', '.join(repr(k) for k in reference)}}} mapped to arrays"
-        )
+        # Every parameter's line says why: "returned no gradient for W1" hid that a tuple
+        # (dW1, db1, ...) came back, the usual slip, or a dict with a key that is not a str.
+        entries = ", ".join(f"{k!r}: d{k}" for k in reference)
+        problem = (f"{what} returned {describe_value(analytic)}, not a dict of gradients: "
+                   f"return {{{entries}}}, one entry per parameter")
         reports = tuple(
             ParameterReport(name, "missing", expected_shape=r.shape, size=r.size, mismatched=r.size,
-                            max_relative_error=np.inf,
-                            message=f"{what} returned no gradient for {name}: it returned {returned}")
+                            max_relative_error=np.inf, message=problem)
             for name, r in reference.items()
         )
         return reports, (problem,)

@@ -13,6 +13,7 @@ import functools
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -310,7 +311,26 @@ def _missing_reason(submission: Submission, name: str) -> str:
         return link_refusal(submission.linked[name])
     if name in submission.too_large:
         return submission.too_large[name]
-    return f"{name}.py or {name}.ipynb is missing"
+    missing = f"{name}.py or {name}.ipynb is missing"
+    alike = [file for file in submission.unknown if _plain_name(file) == name]
+    if not alike:
+        return missing
+    suffix = Path(alike[0]).suffix
+    return (f"{missing}; `{alike[0]}` looks like it: rename it to {name}{suffix} to have it "
+            "graded")
+
+
+# What browsers, Colab and editors do to a file's name: "binary_classifier (1).ipynb",
+# "Copy of binary_classifier.ipynb", "Binary-Classifier.ipynb".
+_NAME_NOISE = re.compile(r"^(copy of |copia de )|( ?\(\d+\)| - copy| copy)$")
+
+
+def _plain_name(file: str) -> str | None:
+    path = Path(file)
+    if path.suffix not in (".py", ".ipynb"):
+        return None
+    stem = _NAME_NOISE.sub("", path.stem.strip().lower()).strip()
+    return re.sub(r"[\s-]+", "_", stem)
 
 
 def _grade_job(submission: Submission, name: str, options: RunOptions,

@@ -45,6 +45,7 @@ _START_SECONDS = 30.0  # the first fork server start imports numpy and friends
 _SKIPPED_DIRS = frozenset({".git", "__pycache__", ".ipynb_checkpoints", ".venv", "node_modules"})
 _MAX_FILES = 5_000
 _KERNEL_START_SECONDS = 60.0
+_LOAD_BUDGET = 0.8  # of Limits.load_timeout: the notebook's cells, then the reply
 
 
 @dataclass(frozen=True)
@@ -346,8 +347,11 @@ class Sandbox:
         except OSError as exc:
             return LoadResult(False, (), (), f"the sandbox could not start: {exc}", 0.0)
         timeout = self.limits.load_timeout + (_KERNEL_START_SECONDS if self.kernel else 0.0)
+        # A notebook's cells stop short of the load's limit, so that a notebook of many slow
+        # demos keeps the functions its first cells defined (the limit kills the child).
         request = {"op": "load", "path": str(self._scratch_file()),
-                   "cell_timeout": self.limits.call_timeout}
+                   "cell_timeout": self.limits.call_timeout,
+                   "load_budget": _LOAD_BUDGET * self.limits.load_timeout}
         replies, failure = self._child.exchange(
             request, 1, timeout, f"while loading {self.path.name}"
         )

@@ -18,9 +18,12 @@ import __future__
 import ast
 import builtins
 import contextlib
+import difflib
 import functools
 import importlib.util
+import inspect
 import linecache
+import math
 import operator
 import re
 import signal
@@ -87,7 +90,8 @@ class Outcome:
     seconds: float = 0.0
 
 
-def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
+def load_submission(path: Path, *, cell_timeout: float | None = None,
+                    budget: float | None = None) -> Loaded:
     """Execute a submission and return its namespace.
 
     A ``.py`` file runs as a module named after the file (not ``__main__``, so demo blocks
@@ -101,6 +105,8 @@ def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
         cell_timeout: Seconds a notebook cell may run before it is stopped and reported
             (a training demo must not cost the whole notebook), and a module's import may
             take; None for no limit.
+        budget: Seconds all of a notebook's cells may take together; the cells left when
+            it runs out are not run (and reported). None for no limit.
 
     Returns:
         The namespace and the problems met.
@@ -119,7 +125,7 @@ def load_submission(path: Path, *, cell_timeout: float | None = None) -> Loaded:
     if path.suffix == ".py":
         return _load_module(path, cell_timeout)
     if path.suffix == ".ipynb":
-        return _load_notebook(path, cell_timeout)
+        return _load_notebook(path, cell_timeout, budget)
     raise LoadError(f"{path.name} is neither a .py module nor a .ipynb notebook")
 
 
@@ -176,7 +182,8 @@ def invoke(
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
         try:
-            error = _call_failure(namespace, function, exc)
+            error = (_call_failure(namespace, function, exc) + _missing_key_hint(function, exc, args)
+                     + _signature_hint(function, target, exc, args, kwargs))
         except BaseException:  # noqa: BLE001 - its repr, traceback or attributes may raise too
             error = f"{function} raised {_type_name(exc)}"
         return Outcome(False, error=error, seconds=seconds)
@@ -208,24 +215,37 @@ def _describe_exception(exc: BaseException) -> str:
         except BaseException:  # noqa: BLE001 - sys.exit(obj) with a repr that raises
             code = "..."
         return f"called sys.exit({_short(code)})"
-    message = _short(_safe_str(exc))
     try:
         where = _student_location(exc)
     except BaseException:  # noqa: BLE001 - a student's exception may fake its traceback
         where = None
+    if _is_unanswered_input(exc):
+        # Plain mode's closed stdin and the kernel's refusal, told as one cause with its fix.
+        text = ("called input(), which gets no answer while grading (nobody is at the "
+                "keyboard): remove the call, or give the value in the code")
+        return text + (f" ({where})" if where else "")
+    message = _short(_safe_str(exc))
     text = f"raised {_type_name(exc)}" + (f": {message}" if message else "")
     return text + (f" ({where})" if where else "")
+
+
+def _is_unanswered_input(exc: BaseException) -> bool:
+    if type(exc).__name__ == "StdinNotImplementedError":  # ipykernel's, for input()
+        return True
+    return type(exc) is EOFError and _safe_str(exc) == "EOF when reading a line"
 
 
 def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome:
     if isinstance(pick, int):
         return _pick_item(function, value, pick, seconds)
     if not isinstance(value, Mapping):
-        return Outcome(
-            False,
-            error=f"{function} returned a {_type_name(value)}, not a dict with {pick!r}",
-            seconds=seconds,
-        )
+        error = f"{function} returned a {_type_name(value)}, not a dict with {pick!r}"
+        if isinstance(value, (tuple, list)):
+            # `return loss, cache`: the contract's cache is one dict holding the loss.
+            error = (f"{function} returned a {type(value).__name__} of {len(value)} items, not "
+                     f"a dict with {pick!r}: return one dict (the cache) with the {pick} "
+                     f"stored in it, cache[{pick!r}] = {pick}")
+        return Outcome(False, error=error, seconds=seconds)
     try:
         return Outcome(True, value[pick], seconds=seconds)
     except BaseException:  # noqa: BLE001 - a student's Mapping may raise anything
@@ -296,6 +316,46 @@ def _call_failure(namespace: Mapping[str, Any], function: str, exc: BaseExceptio
     return text + (f" ({where})" if where else "")
 
 
+def _signature_hint(function: str, target: Callable[..., Any], exc: BaseException,
+                    args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """Say how the grader calls a function whose parameters do not fit the call."""
+    # Raised while binding the arguments (no frame of the function's own): the signature.
+    if type(exc) is not TypeError or exc.__traceback__ is None or exc.__traceback__.tb_next:
+        return ""
+    try:
+        yours = f"{function}{inspect.signature(target)}"
+    except (TypeError, ValueError):
+        return ""
+    count = len(args)
+    given = f"{count} positional argument{'s' if count != 1 else ''}" + (
+        f" and {_join([repr(key) for key in kwargs])}" if kwargs else "")
+    return (f"; the grader calls {function} with {given}, as the assignment defines it, and "
+            f"yours is {yours}")
+
+
+def _missing_key_hint(function: str, exc: BaseException, args: tuple[Any, ...]) -> str:
+    """Name the dict argument a KeyError is about, and its keys: ``"; the cache ..."``.
+
+    The usual cause is a cache that fprop filled under other names than bprop reads
+    (``cache["A1"] = a1``, then ``cache["a1"]``): the keys it does have say so at once.
+    """
+    if type(exc) is not KeyError or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return ""
+    key = exc.args[0]
+    for value in args:
+        if isinstance(value, dict) and key not in value and value:
+            keys = [name for name in value if isinstance(name, str)]
+            if not keys or len(keys) != len(value):
+                return ""
+            shown = ", ".join(repr(name) for name in keys[:12]) + (", ..." if len(keys) > 12 else "")
+            given = "the cache your fprop returned" if function == "bprop" else "its dict argument"
+            text = f"; {given} has no key {key!r}, only {shown}"
+            close = [name for name in keys if name.lower() == key.lower()]
+            close = close or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+            return text + (f" (did you mean {close[0]!r}?)" if close else "")
+    return ""
+
+
 def _student_location(exc: BaseException) -> str | None:
     # The innermost frame in a notebook cell or in a file the student wrote is the useful one.
     last = None
@@ -311,8 +371,14 @@ def _student_location(exc: BaseException) -> str | None:
 
 
 def _is_student_file(filename: str) -> bool:
-    # Student files are those in the folders the loader put on sys.path (the scratch copy).
+    # Student files are those in the folders the loader put on sys.path (the scratch copy),
+    # but for gradcheck itself, which a kernel imports through a link in that copy.
+    if filename.startswith(_OWN_PACKAGE):
+        return False
     return any(filename.startswith(root + "/") for root in _STUDENT_ROOTS)
+
+
+_OWN_PACKAGE = str(Path(__file__).parent) + "/"
 
 
 _STUDENT_ROOTS: list[str] = []
@@ -360,16 +426,42 @@ def _load_module(path: Path, timeout: float | None = None) -> Loaded:
     registered = path.stem not in sys.modules
     if registered:
         sys.modules[path.stem] = module
+    shell = _exported_notebook_shell(source, module)
     try:
         with _time_limit(timeout, str(path.resolve())):
             exec(code, module.__dict__)
     except BaseException as exc:  # noqa: BLE001 - an import-time sys.exit is a failure too
         if registered:
             sys.modules.pop(path.stem, None)
+        hint = _main_guard_hint(module)
         if isinstance(exc, CellTimeout):
-            raise LoadError(f"loading {path.name} did not finish within {timeout:g} s") from None
-        raise LoadError(f"importing {path.name} {describe_exception(exc)}") from None
-    return Loaded(module.__dict__)
+            raise LoadError(f"loading {path.name} did not finish within {timeout:g} s"
+                            + hint) from None
+        raise LoadError(f"importing {path.name} {describe_exception(exc)}{hint}") from None
+    return Loaded(module.__dict__, tuple(shell.take_notes()) if shell else ())
+
+
+def _main_guard_hint(module: types.ModuleType) -> str:
+    # Functions were defined before the failure: what failed is demo or training code that
+    # runs on import, as a notebook's cells would (the grader imports, it never runs, a .py).
+    own = [value for value in vars(module).values()
+           if isinstance(value, types.FunctionType) and value.__module__ == module.__name__]
+    if not own:
+        return ""
+    return ("; the grader imports your file, which runs its top-level code: put demo and "
+            'training code under `if __name__ == "__main__":`')
+
+
+def _exported_notebook_shell(source: str, module: types.ModuleType) -> _ShellStub | None:
+    # A notebook saved as .py ("Download as Python", nbconvert --to script) keeps its magics
+    # as get_ipython().run_line_magic('matplotlib', 'inline') and .system('pip ...'): they
+    # are skipped and noted, as in the notebook, instead of failing the import.
+    if "get_ipython()" not in source:
+        return None
+    shell = _ShellStub()
+    shell.where, shell.user_ns = Path(module.__file__ or "").name, module.__dict__
+    module.__dict__["get_ipython"] = lambda: shell
+    return shell
 
 
 def _read_source(path: Path) -> str:
@@ -438,7 +530,8 @@ def _newer_python_needed(exc: SyntaxError) -> tuple[int, int] | None:
 # --- notebooks ------------------------------------------------------------------------------
 
 
-def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
+def _load_notebook(path: Path, cell_timeout: float | None = None,
+                   budget: float | None = None) -> Loaded:
     cells = _code_cells(path)
     _STUDENT_ROOTS.append(str(path.resolve().parent))
     shell = _ShellStub()
@@ -455,9 +548,15 @@ def _load_notebook(path: Path, cell_timeout: float | None = None) -> Loaded:
     shell.user_ns = namespace
     log = _CellLog(path.name, namespace)
     transform, compiler = _transformer(), _CellCompiler()
-    for number, source in cells:
-        shell.cell = number
-        _run_cell(path.name, number, transform(source, shell), log, compiler, cell_timeout)
+    started = time.monotonic()
+    for index, (number, source) in enumerate(cells):
+        left = None if budget is None else budget - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            log.not_run(cells[index:], budget or 0.0)
+            break
+        limit = cell_timeout if left is None else min(cell_timeout or left, left)
+        shell.where = f"cell {number}"
+        _run_cell(path.name, number, transform(source, shell), log, compiler, limit)
         log.notes(shell.take_notes())
     return Loaded(namespace, log.problems())
 
@@ -612,8 +711,22 @@ class _CellLog:
         self._entries.append(f"{what} (the cell was skipped)")
 
     def stopped(self, number: int, source: str, seconds: float) -> None:
+        seconds = round(seconds, 1)  # (a cell cut short by the notebook's budget: any float)
         what = f"ran for more than {seconds:g} s and was stopped"
         self._new_root(number, source, what, f"cell {number} was stopped after {seconds:g} s")
+
+    def not_run(self, cells: list[tuple[int, str]], seconds: float) -> None:
+        """The cells left when the notebook's time to load ran out: one cause for them all."""
+        after = len(cells) - 1
+        what = ("was not run" + (f", nor the {after} cell{'s' if after > 1 else ''} after it"
+                                 if after else "")
+                + f": the cells before took {seconds:.0f} s, all the time a notebook gets "
+                "to load (shorten the training demos, or put them after the graded functions)")
+        root = _FailedCell(cells[0][0], what, f"cell {cells[0][0]} was not run (the "
+                                                 "notebook ran out of time)")
+        self._entries.append(root)
+        for _, source in cells:
+            self._leave_undefined(root, source)
 
     def problems(self) -> tuple[str, ...]:
         return tuple(entry if isinstance(entry, str) else entry.problem(self.namespace)
@@ -803,6 +916,14 @@ def _comment_out_magics(source: str, shell: _ShellStub) -> str:
     return "\n".join(lines)
 
 
+def _script_source(path: Path, shell: _ShellStub) -> str:
+    """The Python of a file that ``%run`` runs: a module, or a notebook's code cells."""
+    if path.suffix == ".py":
+        return importlib.util.decode_source(path.read_bytes())
+    transform = _transformer()
+    return "\n".join(transform(source, shell) for _, source in _code_cells(path))
+
+
 def _display(*objects: Any, **_kwargs: Any) -> None:
     """Stand-in for IPython's ``display``: print the objects' reprs."""
     for obj in objects:
@@ -813,12 +934,13 @@ class _ShellStub:
     """Stand-in for ``get_ipython()``: magics and shell commands do nothing and are noted."""
 
     def __init__(self) -> None:
-        self.cell = 0
+        self.where = ""
+        """What a note is about: ``"cell 3"``, or the file of a module exported by Jupyter."""
         self.user_ns: dict[str, Any] = {}
         self._notes: list[str] = []
 
     def note(self, text: str) -> None:
-        self._notes.append(f"cell {self.cell}: {_short(text)}")
+        self._notes.append(f"{self.where}: {_short(text)}")
 
     def take_notes(self) -> list[str]:
         notes, self._notes = self._notes, []
@@ -827,6 +949,8 @@ class _ShellStub:
     def run_line_magic(self, name: str, line: str, *_args: Any, **_kwargs: Any) -> None:
         if name == "pylab":
             self._pylab(line)
+        elif name == "run":
+            self._run(line)
         else:
             self.note(f"skipped magic %{name} {line}".rstrip())
 
@@ -848,10 +972,35 @@ class _ShellStub:
         if star:
             exec("from matplotlib.pylab import *\nfrom numpy import *\n", self.user_ns)
 
+    def _run(self, line: str) -> None:
+        # %run helpers.py, as IPython runs it: as __main__ in a namespace of its own whose
+        # names are then copied into the notebook's (-i: in the notebook's namespace itself).
+        words = line.split()
+        targets = [word for word in words if not word.startswith("-")]
+        if not targets or not targets[0].endswith((".py", ".ipynb")):
+            self.note(f"skipped magic %run {line}".rstrip())
+            return
+        path = Path(targets[0])
+        if not path.is_file():
+            self.note(f"%run {targets[0]}: {targets[0]} was not found (submit it next to "
+                      "the notebook)")
+            return
+        source = _script_source(path, self)
+        namespace = self.user_ns if "-i" in words else {
+            "__name__": "__main__", "__file__": str(path.resolve()), "__builtins__": builtins,
+            "get_ipython": lambda: self}
+        exec(compile(source, str(path.resolve()), "exec"), namespace)
+        if namespace is not self.user_ns:
+            self.user_ns.update({key: value for key, value in namespace.items()
+                                 if not key.startswith("__")})
+
     def run_cell_magic(self, name: str, line: str, cell: str, *_args: Any, **_kw: Any) -> None:
         if name in _RUN_BODY_MAGICS:
             self.note(f"ran the body of cell magic %%{name} without the magic")
-            exec(compile(cell, f"<%%{name} body>", "exec"), self.user_ns)
+            # The body is a cell of its own to IPython: `%%capture` over `!pip install ...`
+            # is how Colab notebooks quieten their installs.
+            body = _transformer()(cell, self)
+            exec(compile(body, f"<%%{name} body>", "exec"), self.user_ns)
         elif name == "writefile":
             self._writefile(line, cell)
         else:
@@ -967,10 +1116,19 @@ class KernelSession:
         reply.unlink(missing_ok=True)
         return Outcome(answer["ok"], answer["value"], answer["error"], answer["seconds"])
 
-    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None) -> None:
-        for index, cell in enumerate(notebook.cells):
-            if index + 1 in numbers:
-                self._run_cell(cell, index, timeout)
+    def _run_cells(self, notebook: Any, numbers: set[int], timeout: float | None,
+                   budget: float | None = None) -> None:
+        started = time.monotonic()
+        todo = [(index, cell) for index, cell in enumerate(notebook.cells) if index + 1 in numbers]
+        for position, (index, cell) in enumerate(todo):
+            left = None if budget is None else budget - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                cells = [[i + 1, _cell_source(c)] for i, c in todo[position:]]
+                self._ask({"op": "not_run", "cells": cells, "seconds": budget}, "the notebook")
+                return
+            if left is not None and (timeout is None or left < timeout):
+                timeout = float(math.ceil(left))  # nbclient's timeout: whole seconds
+            self._run_cell(cell, index, timeout)
 
     def _run_cell(self, cell: Any, index: int, timeout: float | None) -> None:
         from nbclient.exceptions import DeadKernelError
@@ -999,7 +1157,8 @@ class KernelSession:
                       "the notebook")
 
 
-def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession:
+def load_in_kernel(path: Path, *, timeout: float | None = None,
+                   budget: float | None = None) -> KernelSession:
     """Execute a notebook in a Jupyter kernel (``--kernel`` mode), keeping the kernel alive.
 
     Every code cell runs in order with ``allow_errors=True``, exactly as Jupyter would run it
@@ -1014,6 +1173,7 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
         path: The ``.ipynb`` file.
         timeout: Per-cell time limit in seconds while loading (None: no limit; the sandbox
             enforces one on the whole load). Calls afterwards are limited by the sandbox.
+        budget: Seconds all the cells may take together, as in :func:`load_submission`.
 
     Returns:
         A session whose :meth:`KernelSession.call` invokes the notebook's functions.
@@ -1042,7 +1202,7 @@ def load_in_kernel(path: Path, *, timeout: float | None = None) -> KernelSession
         session.close()
         raise LoadError(f"the Jupyter kernel could not be prepared: {setup.error}")
     try:
-        session._run_cells(notebook, {number for number, _ in cells}, timeout)
+        session._run_cells(notebook, {number for number, _ in cells}, timeout, budget)
     except LoadError:
         session.close()
         raise
@@ -1105,6 +1265,10 @@ def _kernel_request(namespace: dict[str, Any], request: Mapping[str, Any]) -> Ou
     if op == "report":
         return Outcome(True, {"names": list(defined_callables(namespace)),
                               "problems": list(log.problems())})
+    if op == "not_run":
+        log.not_run([(int(number), str(source)) for number, source in request["cells"]],
+                    float(request["seconds"]))
+        return Outcome(True)
     number = int(request["cell"])
     source = "".join(linecache.getlines(f"{log.notebook} cell {number}"))
     if op == "stopped":
@@ -1141,17 +1305,92 @@ def _kernel_setup(namespace: dict[str, Any], notebook: str, root: str,
     for number, source in cells:
         waiting.setdefault(source, []).append(int(number))
     original = shell.compile.get_code_name
+    running = [0]
 
     def get_code_name(raw_code: str, transformed_code: str, number: int) -> str:
         # ipykernel names a cell after a hash of its text (/tmp/ipykernel_12/3456.py).
         numbers = waiting.get(raw_code)
         if numbers:
-            return f"{notebook} cell {numbers.pop(0)}"
+            running[0] = numbers.pop(0)
+            return f"{notebook} cell {running[0]}"
         return original(raw_code, transformed_code, number)
 
     shell.compile.get_code_name = get_code_name
     _STUDENT_ROOTS.append(root)
-    namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
+    log = namespace[_KERNEL_LOG] = _CellLog(notebook, namespace)
+    _skip_shell_without_terminal(shell, log, running)
+    _plot_inline_without_gui(shell, log, running)
+    _exit_stops_the_cell_only(shell)
+
+
+def _skip_shell_without_terminal(shell: Any, log: _CellLog, running: list[int]) -> None:
+    """Let ``!cmd`` and ``%pip`` be skipped, as in plain mode, when they need a pty.
+
+    IPython runs shell commands through pexpect, which needs a pseudo-terminal; the sandbox
+    has none, and the student would read "raised OSError: out of pty devices" for a
+    ``!pip install`` line that has nothing to do with the graded functions.
+    """
+    run = shell.system  # (`x = !cmd` goes through getoutput, which needs no pty)
+
+    def system_or_skip(command: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            return run(command, *args, **kwargs)
+        except OSError as exc:
+            if "pty" not in str(exc):
+                raise
+        log.notes([f"cell {running[0]}: " + _short(
+            f"skipped shell command !{command} (the grader's sandbox has no terminal)")])
+
+    shell.system = system_or_skip
+
+
+def _plot_inline_without_gui(shell: Any, log: _CellLog, running: list[int]) -> None:
+    """Let ``%matplotlib qt`` (tk, osx, widget...) draw inline: the sandbox has no display.
+
+    The student's own machine had the GUI toolkit or ipympl; without this fallback the
+    whole cell fails, its ``import numpy as np`` with it, and every graded function after.
+    """
+    for name in ("matplotlib", "pylab"):
+        # Found first (IPython 9 loads magics lazily, by a name lookup that would find the
+        # wrapper), then registered in its place.
+        magic = shell.find_line_magic(name)
+        if magic is not None:
+            shell.magics_manager.magics["line"][name] = _inline_fallback(name, magic, log,
+                                                                         running)
+
+
+# Backends that draw without a display; any other (qt, tk, osx, gtk, wx) needs one.
+_HEADLESS_BACKENDS = frozenset({"inline", "notebook", "nbagg", "agg", "svg", "pdf", "ps",
+                                "cairo", "pgf", "template"})
+
+
+def _inline_fallback(name: str, magic: Callable[..., Any], log: _CellLog,
+                     running: list[int]) -> Callable[..., Any]:
+    def magic_or_inline(line: str = "", *args: Any, **kwargs: Any) -> Any:
+        words = line.split()
+        backend = words[0].lower() if words and not words[0].startswith("-") else ""
+        if backend and not _draws_here(backend):
+            log.notes([f"cell {running[0]}: %{name} {words[0]} needs a display or a package "
+                       "the grader does not have; the plots were drawn inline instead"])
+            line = " ".join(["inline", *words[1:]])
+        return magic(line, *args, **kwargs)
+
+    return magic_or_inline
+
+
+def _draws_here(backend: str) -> bool:
+    if backend in ("widget", "ipympl"):
+        return importlib.util.find_spec("ipympl") is not None
+    return backend in _HEADLESS_BACKENDS or backend.startswith("module://")
+
+
+def _exit_stops_the_cell_only(shell: Any) -> None:
+    # In a kernel, exit() and quit() end the kernel 0.1 s later, in the middle of whatever
+    # the grader then runs; in plain mode (and for sys.exit in a kernel) they end the cell.
+    def ask_exit() -> None:
+        raise SystemExit(None)
+
+    shell.ask_exit = ask_exit
 
 
 def _kernel_client_class() -> Any:

@@ -200,7 +200,8 @@ CASES: dict[str, tuple[str, str, float, str]] = {
     "nb_no_code": (no_code_notebook(), ".ipynb", 0, "three_input.ipynb has no code cells"),
     "empty_file": ("", ".py", 0, "three_input.py is empty"),
     "ret_list": (wrap_bprop("return [g['W1'], g['W2']]"), ".py", 4,
-                 "bprop returned a list of 2 items, not a dict of gradients"),
+                 "bprop returned a list of 2 items, not a dict of gradients: return {'W1': dW1, "
+                 "'W2': dW2}, one entry per parameter"),
     # It read "bprop returned no gradient for W1", for a dict that held it.
     "ret_int_key": (wrap_bprop("return {**g, 1: 2}"), ".py", 4,
                     "bprop returned a dict with a non-str key 1, not a dict of gradients"),
