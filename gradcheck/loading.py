@@ -182,10 +182,14 @@ def invoke(
     except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are student errors too
         seconds = time.perf_counter() - started
         try:
-            error = (_call_failure(namespace, function, exc) + _missing_key_hint(function, exc, args)
-                     + _signature_hint(function, target, exc, args, kwargs))
+            error = _call_failure(namespace, function, exc)
         except BaseException:  # noqa: BLE001 - its repr, traceback or attributes may raise too
             error = f"{function} raised {_type_name(exc)}"
+        try:
+            error += (_missing_key_hint(function, exc, args)
+                      + _signature_hint(function, target, exc, args, kwargs))
+        except BaseException:  # noqa: BLE001 - the hints are extras: a hostile exception loses them
+            pass
         return Outcome(False, error=error, seconds=seconds)
     seconds = time.perf_counter() - started
     if keep is not None:
@@ -230,7 +234,7 @@ def _describe_exception(exc: BaseException) -> str:
 
 
 def _is_unanswered_input(exc: BaseException) -> bool:
-    if type(exc).__name__ == "StdinNotImplementedError":  # ipykernel's, for input()
+    if _type_name(exc) == "StdinNotImplementedError":  # ipykernel's, for input()
         return True
     return type(exc) is EOFError and _safe_str(exc) == "EOF when reading a line"
 
@@ -242,7 +246,7 @@ def _pick(function: str, value: Any, pick: str | int, seconds: float) -> Outcome
         error = f"{function} returned a {_type_name(value)}, not a dict with {pick!r}"
         if isinstance(value, (tuple, list)):
             # `return loss, cache`: the contract's cache is one dict holding the loss.
-            error = (f"{function} returned a {type(value).__name__} of {len(value)} items, not "
+            error = (f"{function} returned a {_type_name(value)} of {len(value)} items, not "
                      f"a dict with {pick!r}: return one dict (the cache) with the {pick} "
                      f"stored in it, cache[{pick!r}] = {pick}")
         return Outcome(False, error=error, seconds=seconds)
