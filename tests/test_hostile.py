@@ -31,6 +31,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from folders import nest, remove
 from processes import survivors
 from users import readable_python, throwaway_user
 
@@ -951,16 +952,10 @@ def test_a_folder_nested_thousands_of_levels_deep_stops_nothing(tmp_path: Path) 
     submit, out = tmp_path / "submit", tmp_path / "out"
     for student in ("aaa_correct", "deep"):
         write_student(submit, student, SOLUTION)
-    folder = os.open(submit / "deep", os.O_RDONLY)
-    for _ in range(1500):
-        os.mkdir("d", dir_fd=folder)
-        below = os.open("d", os.O_RDONLY, dir_fd=folder)
-        os.close(folder)
-        folder = below
-    os.close(folder)
+    nest(submit / "deep", 1500)
     try:
         result = grade(submit, out, *LIMITS)  # no --assignment: the assignments are discovered
         assert result.returncode == 0, result.stderr[-3000:]
         assert {s: row["three_input"] for s, row in grades(out).items()} == {"aaa_correct": "10", "deep": "10"}
     finally:
-        subprocess.run(["rm", "-rf", str(submit)], check=True)  # shutil.rmtree recurses too
+        remove(submit)

@@ -15,6 +15,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from folders import nest, remove
 from gradcheck.isolation import Limits, Ref, Sandbox
 from gradcheck.wire import ArraySubclass, Unsupported
 
@@ -448,20 +449,14 @@ def test_a_folder_nested_thousands_of_levels_deep_is_copied_a_few_levels_down_an
         student: Path) -> None:
     # The plugin copies the student's own folder (the grader, its snapshot): os.walk recursed
     # and raised RecursionError, which no call survived.
-    folder = os.open(student.parent, os.O_RDONLY)
-    for _ in range(1500):
-        os.mkdir("d", dir_fd=folder)
-        below = os.open("d", os.O_RDONLY, dir_fd=folder)
-        os.close(folder)
-        folder = below
-    os.close(folder)
+    nest(student.parent, 1500)
     os.mkfifo(student.parent / "pipe")  # only regular files are copied: reading it never ends
     try:
         with Sandbox(student, limits=FAST) as sandbox:
             assert sandbox.load().ok
             assert sandbox.call("fprop", np.ones(3), np.zeros(2), {"W": np.ones((2, 3))}, pick="loss").ok
     finally:
-        subprocess.run(["rm", "-rf", str(student.parent / "d")], check=True)  # rmtree recurses too
+        remove(student.parent / "d")
 
 
 BIG_VALUE = '''
