@@ -197,7 +197,8 @@ def run_check(calls: LossCalls, backprop: Callable[[object], object], params: Pa
     if entries:
         reports = restrict_to_entries(reports, analytic, numerical, entries, noisy, brackets)
         warnings = (*warnings, *sampling_notes(entries, params))
-    reports = annotate(reports, *on_entries(analytic, numerical, entries), tolerance=noisy)
+    reports = annotate(reports, *on_entries(analytic, numerical, entries), tolerance=noisy,
+                       **options.context)
     return GradientReport(reports, problems=(*problems, *returned, *later), warnings=warnings,
                           loss=loss, tolerance=noisy, evaluations=calls.count, **settings)
 

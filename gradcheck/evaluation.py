@@ -8,7 +8,7 @@ wrong becomes a :class:`StudentError` whose message goes into the report as it i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -207,6 +207,9 @@ class CheckOptions:
     """What the differentiated arrays are called in messages: params or inputs."""
     mutation_fails: bool = False
     """An input changed in place by forward/backward fails the check (else it is a note)."""
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """What the diagnosis may know besides the gradients (``batch_size``, ``inputs``,
+    ``functions``: see :func:`gradcheck.diagnosis.diagnose_gradients`)."""
 
     def settings(self, params: Params, method: str | None = None) -> tuple[Tolerance, dict[str, Any]]:
         """The tolerance and the report's settings fields for these parameters."""

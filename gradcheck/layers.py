@@ -501,7 +501,20 @@ def _options(subject: _Subject, name: str, mode: Mode, eps: float | None, rtol: 
              max_entries: int | Literal["all"] | None, seed: int) -> CheckOptions:
     return CheckOptions(mode=mode, eps=eps, method=method, rtol=rtol, atol=atol, tolerance=tolerance,
                         max_entries=max_entries, seed=seed, name=name or subject.backward_name,
-                        backward=subject.backward_name, noun="inputs", mutation_fails=True)
+                        backward=subject.backward_name, noun="inputs", mutation_fails=True,
+                        context=_diagnosis_context(subject))
+
+
+def _diagnosis_context(subject: _Subject) -> dict[str, object]:
+    """What the grader tells the diagnosis of a layer: its inputs by name, and the batch size
+    (x's first axis, the CS231n convention), so that 1/N, the batch-norm terms and ReLU's gate
+    are named through the API as in the grader's feedback."""
+    arguments = subject.arguments
+    inputs = dict(zip(arguments.names, arguments.values))
+    batch = inputs.get("x", next((v for v in inputs.values() if _is_float_array(v)), None))
+    shape = np.shape(batch) if batch is not None else ()
+    return {"inputs": inputs, "batch_size": int(shape[0]) if shape else None,
+            "functions": (subject.who, subject.backward_name)}
 
 
 def _run(subject: _Subject, arguments: _Arguments, options: CheckOptions) -> GradientReport:

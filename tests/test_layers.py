@@ -109,7 +109,7 @@ def test_a_scaled_softmax_gradient_is_diagnosed_as_a_factor():
         return loss, dx * x.shape[0]
 
     report = check_loss(mean_forgotten, normal(4, 5), LABELS)
-    assert not report.ok and "scaled by 4" in report["x"].hint
+    assert not report.ok and "dx is scaled by N with N = 4, the batch size" in report["x"].hint
 
 
 def test_a_transposed_dw_is_a_shape_finding():
@@ -372,3 +372,39 @@ def test_softmax_loss_passes_and_a_wrong_sign_fails_at_any_shape(n, classes, see
     assert check_loss(L.softmax_loss, x, y).ok
     flipped = check_loss(lambda x, y: (L.softmax_loss(x, y)[0], -L.softmax_loss(x, y)[1]), x, y)
     assert not flipped.ok and flipped["x"].status == "mismatch"
+
+
+def _affine_dw_averaged(dout, cache):
+    dx, dw, db = L.affine_backward(dout, cache)
+    return dx, dw / dout.shape[0], db
+
+
+def _batchnorm_without_the_mean_term(dout, cache):
+    # The batch mean's own term added back: the student dropped "- dxhat.sum(axis=0)".
+    dx, dgamma, dbeta = L.batchnorm_backward(dout, cache)
+    x, gamma = BATCHNORM[0], BATCHNORM[1]
+    inv_std = 1.0 / np.sqrt(x.var(axis=0) + 1e-5)
+    return dx + inv_std * (dout * gamma).sum(axis=0) / x.shape[0], dgamma, dbeta
+
+
+API_BUGS = {
+    "affine dw / N": (L.affine_forward, _affine_dw_averaged, AFFINE, "w",
+                      "dw is scaled by 1/N with N = 4, the batch size"),
+    # Its own generator: drawing from RNG here would change every later test's inputs.
+    "relu not gated": (L.relu_forward, lambda dout, cache: dout,
+                       (np.random.default_rng(5).normal(size=(5, 6)),), "x",
+                       "dx = dout * (x > 0)"),
+    "batchnorm mean term": (L.batchnorm_forward, _batchnorm_without_the_mean_term, BATCHNORM, "x",
+                            "the term of dx that comes through the batch mean is missing or wrong"),
+}
+
+
+@pytest.mark.parametrize("bug", API_BUGS)
+def test_the_api_names_a_layer_s_bug_as_the_grader_does(bug):
+    # The batch size and the inputs reach the diagnosis through check_layer too (it said
+    # "scaled by 0.25" and "no simple pattern" for these).
+    forward, backward, inputs, name, cause = API_BUGS[bug]
+    report = check_layer(forward, backward, inputs)
+    assert not report.ok
+    assert cause in report[name].hint
+
