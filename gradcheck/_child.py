@@ -26,8 +26,8 @@ import ctypes
 import gc
 import io
 import json
-import re
 import os
+import re
 import resource
 import select
 import signal

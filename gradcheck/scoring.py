@@ -547,12 +547,12 @@ def _own_entries(values: Mapping[str, np.ndarray], run: _Run, budget: int | None
     shrinks the sample of every parameter when the forward pass is slow; ``settled``
     gradients, found inconsistent on an earlier case, are left out of a large problem.
     """
-    small = sum(v.size for v in values.values()) <= OWN_SAMPLE
-    wrong = [k for k in values if (_report(run, k) is None or not _report(run, k).ok)
-             and (small or k not in settled)]
+    total = sum(v.size for v in values.values())
+    wrong = [k for k in values if not getattr(_report(run, k), "ok", False)
+             and (total <= OWN_SAMPLE or k not in settled)]
     size = OWN_SAMPLE if budget is None else max(
         _OWN_MINIMUM, min(OWN_SAMPLE, budget // max(len(wrong), 1)))
-    small = small and sum(v.size for v in values.values()) <= size
+    small = total <= min(OWN_SAMPLE, size)
     chosen = {}
     for position, (key, value) in enumerate(values.items()):
         if value.size <= size and (small or key in wrong):
@@ -852,8 +852,9 @@ def _diagnosis(assignment: Assignment, param: str, results: Sequence[tuple[_Run,
         # Right at m = 1, wrong at m > 1, and no specific cause at m > 1 (a missing
         # derivative can hide at m = 1 too; that cause is the more useful one).
         found = _batch_diagnosis(assignment, param, one, run) or found
-    if (found is None or not found.recognised) and _overflow(run, "loss"):
-        return f"{_overflow(run, 'loss')} d{param} is computed from the same overflowed values."
+    overflow = _overflow(run, "loss") if found is None or not found.recognised else ""
+    if overflow:
+        return f"{overflow} d{param} is computed from the same overflowed values."
     if not consistent:
         return found.sentence if found is not None else report.hint
     own = found if found is not None and found.cause == "consistent_with_own_fprop" else \

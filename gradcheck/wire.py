@@ -139,12 +139,17 @@ def encode(
                        max_header=max_header)
     tree = encoder.node(value, 0)
     header = json.dumps(tree, separators=(",", ":"), allow_nan=True).encode()
-    if max_header is not None and len(header) > max_header:
-        raise WireError(f"its structure takes {len(header):,} bytes, over the limit of "
-                        f"{max_header:,} (long lists of numbers travel as numpy arrays)")
+    _check_header(len(header), max_header)
     parts = [_PREFIX.pack(_MAGIC, len(header)), header]
     parts.extend(encoder.blobs)
     return b"".join(parts)
+
+
+def _check_header(size: int, max_header: int | None) -> None:
+    """Refuse a JSON header over ``max_header`` bytes, sent or received."""
+    if max_header is not None and size > max_header:
+        raise WireError(f"its structure takes {size:,} bytes, over the limit of "
+                        f"{max_header:,} (long lists of numbers travel as numpy arrays)")
 
 
 def decode(
@@ -178,9 +183,7 @@ def decode(
     magic, header_len = _PREFIX.unpack(view[: _PREFIX.size])
     if magic != _MAGIC:
         raise WireError("message does not start with the gradcheck wire marker")
-    if max_header is not None and header_len > max_header:
-        raise WireError(f"its structure takes {header_len:,} bytes, over the limit of "
-                        f"{max_header:,} (long lists of numbers travel as numpy arrays)")
+    _check_header(header_len, max_header)
     start = _PREFIX.size + header_len
     if start > len(view):
         raise WireError("message is truncated: the header runs past the end")
